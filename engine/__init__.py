@@ -1,0 +1,1 @@
+"""keel's deterministic core: ticks, clock, price book, portfolio, trigger, planner, execution."""

@@ -1,0 +1,1 @@
+"""Turning the outside world into ticks: files, synthetic markets, cryptofeed, the exchange simulator."""

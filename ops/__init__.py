@@ -1,0 +1,1 @@
+"""keel's shells: config, service, ledger, venues, metrics, MQTT, CLI."""

@@ -1,0 +1,1 @@
+"""Venues behind one async interface: paper and ccxt."""

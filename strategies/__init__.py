@@ -1,0 +1,1 @@
+"""Pure policies: target weights and trigger rules. No I/O, no await, no clock reads."""
