@@ -66,6 +66,7 @@ class Intent:
     legs: tuple[Leg, ...]
     expected_residual_drift: float = 0.0
     observe: bool = False
+    quote_reserve: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
