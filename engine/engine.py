@@ -28,18 +28,20 @@ class PortfolioRuntime:
     """A portfolio with its trigger, timers and running totals."""
 
     __slots__ = (
-        "calendar_timer", "coin_of_symbol", "debounce_timer", "fees_paid", "hodl", "intents", "last_intent_ns",
-        "paused", "portfolio", "rebalances", "spec", "started", "trigger", "turnover", "window_timer",
+        "calendar_timer", "coin_of_symbol", "debounce_timer", "fees_paid", "hodl", "inflight", "intents",
+        "last_intent_ns", "order", "paused", "portfolio", "rebalances", "spec", "started", "trigger", "turnover", "window_timer",
     )
 
-    def __init__(self, spec: PortfolioSpec, book: PriceBook) -> None:
+    def __init__(self, spec: PortfolioSpec, book: PriceBook, order: int = 0) -> None:
         self.spec = spec
+        self.order = order
         index = {s: book.index(s) for s in spec.symbols}
         self.portfolio = Portfolio(spec.name, spec.quote, spec.targets, spec.thresholds, index, book.mid)
         self.coin_of_symbol = {book.index(s): k for k, s in enumerate(spec.symbols)}
         self.trigger = Trigger(spec.debounce_ns, spec.window_ns)
         self.paused = False
         self.started = False
+        self.inflight: str | None = None
         self.hodl: dict[str, Decimal] = {}
         self.intents = 0
         self.rebalances = 0
@@ -81,8 +83,8 @@ class Engine:
         self.runtimes: dict[str, PortfolioRuntime] = {}
         self.by_symbol: list[list[PortfolioRuntime]] = [[] for _ in self.book.symbols]
         self._outbox: list[Intent] = []
-        for spec in specs:
-            rt = PortfolioRuntime(spec, self.book)
+        for n, spec in enumerate(specs):
+            rt = PortfolioRuntime(spec, self.book, n)
             self.runtimes[spec.name] = rt
             for s in spec.symbols:
                 self.by_symbol[self.book.index(s)].append(rt)
@@ -137,7 +139,10 @@ class Engine:
                 else:
                     entry[1].append(k)
         now = self.clock.now_ns()
-        for rt, coins in touched.values():
+        entries = list(touched.values())
+        if len(entries) > 1:
+            entries.sort(key=lambda e: e[0].order)
+        for rt, coins in entries:
             p = rt.portfolio
             if rt.started and rt.trigger.state is TriggerState.IDLE:
                 if all(p.inside_box(k, mids[p.sym[k]]) for k in coins):
@@ -149,9 +154,13 @@ class Engine:
         spec = rt.spec
         if not rt.started:
             if rt.portfolio.priced() and not self._stale(rt, now_ns):
+                if spec.target_policy is not None and spec.thresholds_for is not None:
+                    self._recompute_targets(rt)
                 self._fire(rt, Reason.START, now_ns)
             return
         if rt.paused or not spec.threshold_active or rt.trigger.state is TriggerState.COOLDOWN:
+            return
+        if rt.inflight is not None:
             return
         breached = self.breached(rt, now_ns)
         action = rt.trigger.on_check(now_ns, breached)
@@ -204,7 +213,8 @@ class Engine:
             log.info("%s: post-rebalance window closed", rt.spec.name)
             self.sensor.on_trigger_state(rt.spec.name, "idle")
             rt.portfolio.compute_box()
-            self.evaluate(rt, ts)
+            if rt.spec.window_ns > 0:
+                self.evaluate(rt, ts)
 
     def _schedule_calendar(self, rt: PortfolioRuntime, now_ns: int) -> None:
         assert rt.spec.schedule is not None
@@ -213,7 +223,7 @@ class Engine:
 
     def _on_boundary(self, rt: PortfolioRuntime, ts: int) -> None:
         self._schedule_calendar(rt, ts)
-        if not rt.started or rt.paused or rt.trigger.in_window(ts):
+        if not rt.started or rt.paused or rt.inflight is not None or rt.trigger.in_window(ts):
             return
         if self._stale(rt, ts):
             return
@@ -225,8 +235,12 @@ class Engine:
         spec = rt.spec
         assert spec.target_policy is not None and spec.thresholds_for is not None
         self.clock.call_at(ts + spec.recompute_ns, lambda t, rt=rt: self._on_recompute(rt, t))
-        if not rt.portfolio.priced():
-            return
+        if rt.portfolio.priced():
+            self._recompute_targets(rt)
+
+    def _recompute_targets(self, rt: PortfolioRuntime) -> None:
+        spec = rt.spec
+        assert spec.target_policy is not None and spec.thresholds_for is not None
         prices = {c: self.book.mid[self.book.index(f"{c}-{spec.quote}")] for c in spec.targets if c != spec.quote}
         targets = spec.target_policy(prices)
         rt.portfolio.set_targets(targets, spec.thresholds_for(targets))
@@ -237,7 +251,7 @@ class Engine:
     def request_rebalance(self, name: str, reason: Reason = Reason.MANUAL) -> Intent | None:
         """Rebalance now (a manual command), whatever the trigger's state; returns the intent."""
         rt = self.runtimes[name]
-        if not rt.started or not rt.portfolio.priced():
+        if not rt.started or not rt.portfolio.priced() or rt.inflight is not None:
             return None
         return self._fire(rt, reason, self.clock.now_ns())
 
@@ -288,6 +302,8 @@ class Engine:
             quote_reserve=plan.quote_reserve,
         )
         rt.last_intent_ns = now_ns
+        if not intent.observe:
+            rt.inflight = intent.id
         log.info("%s: intent %s (%s, drift %.4f, %d legs)", spec.name, intent.id, reason.value, drift, len(plan.legs))
         self._outbox.append(intent)
         return intent
@@ -307,6 +323,8 @@ class Engine:
     def intent_done(self, name: str, intent: Intent) -> None:
         """An intent finished executing: the start buy-in fixes the HODL basket."""
         rt = self.runtimes[name]
+        if rt.inflight == intent.id:
+            rt.inflight = None
         if intent.reason is Reason.START:
             rt.hodl = dict(rt.portfolio.holdings)
         elif intent.reason in (Reason.THRESHOLD, Reason.CALENDAR, Reason.MANUAL):

@@ -30,35 +30,35 @@ def _count(rejected: dict[str, int], reason: str, n: int) -> None:
         rejected[reason] = rejected.get(reason, 0) + n
 
 
-def accepted_mask(cols: TickColumns, known: npt.NDArray[np.int32], outlier_fraction: float,
-                  rejected: dict[str, int]) -> npt.NDArray[np.bool_]:
-    """Which ticks the book would accept, computed in bulk with the book's own rules."""
+def accepted_mask(cols: TickColumns, sym: npt.NDArray[np.intp], outlier_fraction: float,
+                  rejected: dict[str, int]) -> npt.NDArray[np.bool_] | None:
+    """Which ticks the book would accept (its own rules, in bulk); None when all of them."""
     bid, ask = cols.bid, cols.ask
-    sym = known[cols.sym]
-    ok = sym >= 0
-    _count(rejected, "unknown_symbol", int((~ok).sum()))
-    finite = np.isfinite(bid) & np.isfinite(ask)
-    bad = ok & ~finite
-    _count(rejected, "nan", int(bad.sum()))
-    ok &= finite
     with np.errstate(invalid="ignore"):
-        pos = (bid > 0) & (ask > 0)
-        bad = ok & ~pos
-        _count(rejected, "non_positive", int(bad.sum()))
-        ok &= pos
-        crossed = ok & (bid > ask)
-    _count(rejected, "crossed", int(crossed.sum()))
-    ok &= ~crossed
+        ok = (sym >= 0) & (bid > 0.0) & (bid <= ask) & (ask < math.inf)
+    if outlier_fraction <= 0 and bool(ok.all()):
+        return None
+    known = sym >= 0
+    _count(rejected, "unknown_symbol", int((~known).sum()))
+    finite = np.isfinite(bid) & np.isfinite(ask)
+    _count(rejected, "nan", int((known & ~finite).sum()))
+    rest = known & finite
+    with np.errstate(invalid="ignore"):
+        positive = (bid > 0) & (ask > 0)
+    _count(rejected, "non_positive", int((rest & ~positive).sum()))
+    rest &= positive
+    _count(rejected, "crossed", int((rest & (bid > ask)).sum()))
     if outlier_fraction > 0:
         _outliers(cols, sym, ok, outlier_fraction, rejected)
     return ok
 
 
-def _outliers(cols: TickColumns, sym: npt.NDArray[np.int32], ok: npt.NDArray[np.bool_], f: float,
+def _outliers(cols: TickColumns, sym: npt.NDArray[np.intp], ok: npt.NDArray[np.bool_], f: float,
               rejected: dict[str, int]) -> None:
     """The book's hold-until-confirmed guard; Python runs only around jumps."""
     mid = cols.mid
-    for s in np.unique(sym[ok]).tolist():
+    present = np.bincount(sym[ok]) if bool(ok.any()) else np.zeros(0, np.intp)
+    for s in np.flatnonzero(present).tolist():
         idx = np.flatnonzero(ok & (sym == s))
         m = mid[idx]
         if len(m) < 2:
@@ -96,25 +96,41 @@ class ColumnarReplay:
         self.clock = clock
         self.execute = execute
         book = engine.book
-        known = np.array([book.index(s) for s in cols.symbols] or [-1], dtype=np.int32)
-        ok = accepted_mask(cols, known, book.outlier_fraction, book.rejected)
-        self.ts = cols.ts_ns[ok]
-        self.sym = known[cols.sym[ok]] if len(cols) else np.zeros(0, np.int32)
-        self.bid = cols.bid[ok]
-        self.ask = cols.ask[ok]
-        self.mid = (self.bid + self.ask) * 0.5
+        known = np.array([book.index(s) for s in cols.symbols] or [-1], dtype=np.intp)
+        if len(cols) == 0:
+            sym = np.zeros(0, np.intp)
+        elif bool(np.array_equal(known, np.arange(len(known)))):
+            sym = cols.sym.astype(np.intp)
+        else:
+            sym = known[cols.sym]
+        ok = accepted_mask(cols, sym, book.outlier_fraction, book.rejected)
+        self.nsym = len(book.symbols)
+        if ok is not None:  # rejected ticks still move time; they point at a symbol no bound watches
+            sym = np.where(ok, sym, self.nsym)
+        self.ts, self.sym, self.bid, self.ask = cols.ts_ns, sym, cols.bid, cols.ask
+        with np.errstate(all="ignore"):
+            self.mid = (self.bid + self.ask) * 0.5
         self.n = int(self.ts.shape[0])
-        nsym = len(book.symbols)
-        self.pos = [np.flatnonzero(self.sym == s) for s in range(nsym)]
-        self.applied = [-1] * nsym  # per symbol: position (in self.pos[s]) applied to the book
-        self.ticks_applied = 0
+        self.upto = -1  # every tick up to here is in the book
+        self._pos: list[npt.NDArray[np.intp]] | None = None
 
-    def run(self) -> None:
-        """Replay every tick."""
+    @property
+    def pos(self) -> list[npt.NDArray[np.intp]]:
+        """Per symbol, the positions of its ticks (computed on first use)."""
+        if self._pos is None:
+            self._pos = [np.flatnonzero(self.sym == s) for s in range(self.nsym)]
+        return self._pos
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Replay every tick; `progress(done, total)` is called now and then."""
         engine, clock, ts, n = self.engine, self.clock, self.ts, self.n
         i = 0
         chunk = MIN_CHUNK
+        steps = 0
         while i < n:
+            steps += 1
+            if progress is not None and steps % 256 == 0:
+                progress(i, n)
             deadline = clock.next_deadline()
             j_timer = n if deadline is None else max(i, int(np.searchsorted(ts, deadline, "left")))
             x, chunk = self._next_event(i, j_timer, chunk)
@@ -136,26 +152,39 @@ class ColumnarReplay:
                 engine._evaluate_symbols(changed)
             self.execute(engine.take_intents())
             i = g + 1
+        if progress is not None:
+            progress(n, n)
 
     def _apply_to(self, x: int) -> list[int]:
         """Bring the book up to tick x (inclusive); returns the symbols whose price changed."""
-        changed = []
+        first = self.upto + 1
+        if x < first:
+            return []
+        self.upto = x
+        need = set(range(self.nsym))
+        found: list[tuple[int, int]] = []
+        hi = x + 1
+        width = 64
+        sym = self.sym
+        while need and hi > first:
+            a = max(first, hi - width)
+            seg = sym[a:hi]
+            for s in list(need):
+                idx = np.flatnonzero(seg == s)
+                if len(idx):
+                    found.append((s, a + int(idx[-1])))
+                    need.discard(s)
+            hi = a
+            width *= 4
         book = self.engine.book
-        for s, pos in enumerate(self.pos):
-            k = int(np.searchsorted(pos, x, "right")) - 1
-            if k > self.applied[s]:
-                self.ticks_applied += k - self.applied[s]
-                self.applied[s] = k
-                j = int(pos[k])
-                book.set_price(s, float(self.bid[j]), float(self.ask[j]), int(self.ts[j]))
-                changed.append(s)
-        return changed
+        for s, j in sorted(found):
+            book.set_price(s, float(self.bid[j]), float(self.ask[j]), int(self.ts[j]))
+        return sorted(s for s, _ in found)
 
     def _bounds(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Per symbol, the price range inside which no portfolio needs a look (intersection of boxes)."""
-        nsym = len(self.engine.book.symbols)
-        lo = np.full(nsym, -math.inf)
-        hi = np.full(nsym, math.inf)
+        lo = np.full(self.nsym + 1, -math.inf)
+        hi = np.full(self.nsym + 1, math.inf)
         for rt in self.engine.runtimes.values():
             self._add_bounds(rt, lo, hi)
         return lo, hi
@@ -164,7 +193,8 @@ class ColumnarReplay:
     def _add_bounds(rt: PortfolioRuntime, lo: npt.NDArray[np.float64], hi: npt.NDArray[np.float64]) -> None:
         p = rt.portfolio
         state = rt.trigger.state
-        if rt.started and (rt.paused or not rt.spec.threshold_active or state is TriggerState.COOLDOWN):
+        if rt.started and (rt.paused or not rt.spec.threshold_active or state is TriggerState.COOLDOWN
+                           or rt.inflight is not None):
             return
         watch_all = not rt.started or state is TriggerState.ARMED
         for k, s in enumerate(p.sym[:-1]):
@@ -177,7 +207,7 @@ class ColumnarReplay:
     def _next_event(self, i: int, end: int, chunk: int) -> tuple[int, int]:
         """First tick in [i, end) outside the bounds, or -1; and the next chunk size."""
         lo, hi = self._bounds()
-        if bool(np.all(lo == -math.inf)) and bool(np.all(hi == math.inf)):
+        if bool(np.all(lo[:-1] == -math.inf)) and bool(np.all(hi[:-1] == math.inf)):
             return -1, chunk
         mid, sym = self.mid, self.sym
         a = i

@@ -66,9 +66,9 @@ class Trigger:
             return Action.FIRE
         return Action.NONE
 
-    def on_debounce_timer(self, now_ns: int, breached: bool, since_ns: int) -> Action:
+    def on_debounce_timer(self, now_ns: int, breached: bool, since: int) -> Action:
         """The debounce timer armed at `since_ns` fired; stale timers (re-armed since) do nothing."""
-        if self.state is not TriggerState.ARMED or self.since_ns != since_ns:
+        if self.state is not TriggerState.ARMED or self.since_ns != since:
             return Action.NONE
         if breached:
             return Action.FIRE

@@ -117,7 +117,7 @@ def scenario(draw):
     return cols, [spec], outlier, stale
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario())
 def test_columnar_per_tick_and_reference_decide_alike(case):
     cols, specs, outlier, stale = case

@@ -1,0 +1,114 @@
+"""Replay benchmark: 1,000,000 synthetic ticks over 4 coins, threshold 5% absolute, window 300 s.
+
+Prints one JSON line: engine-only ticks per CPU-second (columnar replay and the per-tick live path),
+the whole `keel backtest` command's ticks per CPU-second (reading the file included) and its peak RSS.
+Usage: python bench/replay.py [--ticks N] [--sensor]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.clock import ReplayClock  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from engine.replay import ColumnarReplay  # noqa: E402
+from engine.runner import ListSink, PaperExecutor, run_per_tick  # noqa: E402
+from engine.spec import PortfolioSpec  # noqa: E402
+from feeds.files import write_ticks_csv  # noqa: E402
+from feeds.synth import synth_ticks  # noqa: E402
+
+CONFIG = """
+[portfolio]
+name = "bench"
+quote = "USDT"
+capital = 10000
+[portfolio.targets]
+BTC = 0.25
+ETH = 0.25
+SOL = 0.25
+BNB = 0.25
+[rebalance]
+mode = "threshold"
+band = "absolute"
+threshold = 0.05
+window_secs = 300
+"""
+
+
+def spec() -> PortfolioSpec:
+    targets = {"BTC": 0.25, "ETH": 0.25, "SOL": 0.25, "BNB": 0.25}
+    return PortfolioSpec(name="bench", quote="USDT", targets=targets, thresholds={c: 0.05 for c in targets},
+                         window_ns=300 * 10**9, fee_rate=Decimal("0.001"))
+
+
+def engine_run(cols, per_tick: bool, sensor=None) -> tuple[float, int]:
+    clock = ReplayClock(int(cols.ts_ns[0]))
+    kw = {"sensor": sensor} if sensor is not None else {}
+    engine = Engine(clock, [spec()], **kw)
+    sink = ListSink()
+    ex = PaperExecutor(engine, sink)
+    if per_tick:
+        ticks = list(cols.ticks())
+        t0 = time.process_time()
+        run_per_tick(engine, clock, ticks, ex)
+    else:
+        t0 = time.process_time()
+        ColumnarReplay(engine, clock, cols, ex.execute).run()
+    return time.process_time() - t0, len(sink.intents)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--ticks", type=int, default=1_000_000)
+    ap.add_argument("--vol", type=float, default=0.8)
+    ap.add_argument("--sensor", action="store_true", help="also time the per-tick path with the Prometheus sensor")
+    args = ap.parse_args()
+    cols = synth_ticks(["BTC", "ETH", "SOL", "BNB"], n_ticks=args.ticks, seed=42, step_ns=100_000_000, vol=args.vol)
+    best = min(engine_run(cols, False)[0] for _ in range(3))
+    intents = engine_run(cols, False)[1]
+    n_small = min(args.ticks, 200_000)
+    small = synth_ticks(["BTC", "ETH", "SOL", "BNB"], n_ticks=n_small, seed=42, step_ns=100_000_000, vol=args.vol)
+    per_tick_cpu, per_tick_intents = engine_run(small, True)
+    out = {
+        "ticks": args.ticks,
+        "intents": intents,
+        "engine_columnar_ticks_per_cpu_s": round(args.ticks / best),
+        "engine_per_tick_ticks_per_cpu_s": round(n_small / per_tick_cpu),
+    }
+    if args.sensor:
+        from ops.metrics import PrometheusSensor
+        s = PrometheusSensor()
+        s.prepare(["bench"], list(small.symbols))
+        cpu, _ = engine_run(small, True, sensor=s)
+        out["engine_per_tick_with_prometheus_ticks_per_cpu_s"] = round(n_small / cpu)
+        out["sensor_overhead_ratio"] = round(cpu / per_tick_cpu - 1.0, 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        ticks = Path(tmp) / "ticks.csv"
+        write_ticks_csv(ticks, cols)
+        conf = Path(tmp) / "bench.toml"
+        conf.write_text(CONFIG)
+        keel = Path(sys.executable).parent / "keel"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([str(keel), "backtest", str(conf), "--ticks", str(ticks), "--out", str(Path(tmp) / "out"),
+                        "--json"], check=True, stdout=subprocess.DEVNULL, env={**os.environ, "COLUMNS": "200"})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    out["command_ticks_per_cpu_s"] = round(args.ticks / cpu)
+    out["command_cpu_s"] = round(cpu, 3)
+    out["command_peak_rss_mb"] = round(after.ru_maxrss / 1024, 1)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""The MQTT bridge: status, conflated state and drift, outbox events (at least once) and commands.
+
+Topics under `config.prefix` (default `keel/`):
+- `status`: `online` (retained) on connect, `offline` (retained) on a clean stop or via the last will;
+- `<portfolio>/state` (retained, QoS 1) and `<portfolio>/drift` (QoS 0): read from `snapshots()` at most
+  once per `drift_interval_secs`, published only when they changed;
+- `<portfolio>/intent|fill|alert`, ...: rows of the durable outbox, QoS 1, in outbox order, marked published
+  only after the broker acknowledged them;
+- `<portfolio>/cmd` (in) and `<portfolio>/cmd/result` (out): see ops/mqtt_commands.py.
+
+Nothing here is awaited by the engine: the engine writes to the ledger's outbox and keeps snapshots in memory;
+a broker outage only makes this bridge retry (capped, jittered exponential backoff).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import random
+import re
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+import aiomqtt
+import orjson
+
+from engine.types import PortfolioSnapshot
+from ops.config_schema import MqttConfig
+from ops.mqtt_commands import (
+    Command,
+    CommandHandler,
+    CommandRejected,
+    CommandResult,
+    answer_payload,
+    command_name,
+    parse_command,
+)
+
+log = logging.getLogger(__name__)
+
+ONLINE = b"online"
+OFFLINE = b"offline"
+# aiomqtt warns on every call once more than `pending_calls_threshold` (10) calls are in flight. The bridge keeps
+# at most OUTBOX_WINDOW outbox publishes + 1 state/drift + 1 answer + 1 status/subscribe in flight: 9.
+OUTBOX_WINDOW = 6
+OUTBOX_BATCH = 256
+COMMAND_QUEUE = 64
+MAX_ANSWERS = 1000
+SHUTDOWN_TIMEOUT_SECS = 2.0
+CONNECTION_ERRORS = (aiomqtt.MqttError, OSError)  # ssl.SSLError is an OSError
+_TOPIC_SUFFIX = re.compile(r"[^+#/\x00$][^+#\x00]*")
+
+
+class Outbox(Protocol):
+    """The durable outbox (implemented by ops.ledger.Ledger): rows of (seq, topic suffix, payload)."""
+
+    outbox_event: asyncio.Event
+
+    async def outbox_pending(self, limit: int) -> list[tuple[int, str, bytes]]:
+        """The oldest unpublished rows, in seq order."""
+        ...
+
+    async def mark_published(self, seqs: Sequence[int]) -> None:
+        """Record that these rows reached the broker."""
+        ...
+
+
+@dataclass(slots=True)
+class MqttCounters:
+    """Monotonic counters for metrics."""
+
+    connects: int = 0
+    reconnects: int = 0
+    connect_failures: int = 0
+    published: int = 0
+    events_published: int = 0  # outbox rows acknowledged by the broker and marked published
+    events_dropped: int = 0  # outbox rows with an invalid topic (marked, never sent)
+    commands_ok: int = 0
+    commands_error: int = 0
+    answers_dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with jitter: attempt n waits between half and all of min(cap, initial*factor^(n-1))."""
+
+    initial_secs: float = 0.5
+    cap_secs: float = 30.0
+    factor: float = 2.0
+
+    def delay_secs(self, failures: int, rng: random.Random) -> float:
+        """The wait before the next attempt after `failures` (>= 1) failures in a row."""
+        base = min(self.cap_secs, self.initial_secs * self.factor ** min(max(failures - 1, 0), 64))
+        return base * (0.5 + 0.5 * rng.random())
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def state_payload(snapshot: PortfolioSnapshot) -> bytes:
+    """The retained `<portfolio>/state` JSON: the whole snapshot, exact holdings as strings."""
+    return orjson.dumps(snapshot, default=_json_default)
+
+
+def drift_payload(snapshot: PortfolioSnapshot) -> bytes:
+    """The `<portfolio>/drift` JSON: drift, deviations and weights against targets."""
+    return orjson.dumps({
+        "portfolio": snapshot.name, "drift": snapshot.drift, "deviations": snapshot.deviations,
+        "weights": snapshot.weights, "targets": snapshot.targets, "trigger_state": snapshot.trigger_state,
+        "paused": snapshot.paused, "stale": snapshot.stale,
+    })
+
+
+class MqttBridge:
+    """Keeps one broker connection alive and moves status, state, drift, outbox events and commands over it."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        *,
+        username: str | None,
+        password: str | None,
+        portfolios: Sequence[str],
+        snapshots: Callable[[], list[PortfolioSnapshot]],
+        outbox: Outbox,
+        commands: CommandHandler,
+        ssl_context: ssl.SSLContext | None = None,
+        backoff: Backoff | None = None,
+        keepalive_secs: int = 30,
+        timeout_secs: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._username = username
+        self._password = password
+        self._portfolios = frozenset(portfolios)
+        self._snapshots = snapshots
+        self._outbox = outbox
+        self._commands = commands
+        if ssl_context is None and config.tls:
+            ssl_context = ssl.create_default_context(cafile=config.ca_file)
+        self._ssl_context = ssl_context
+        self._backoff = backoff or Backoff()
+        self._keepalive_secs = keepalive_secs
+        self._timeout_secs = timeout_secs
+        self._rng = rng or random.Random()
+        self.counters = MqttCounters()
+        self.last_error = ""
+        self._connected = False
+        self._changed = asyncio.Event()
+        self._inbox: asyncio.Queue[tuple[str, Command | CommandRejected]] = asyncio.Queue(COMMAND_QUEUE)
+        self._answers: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._answer_ready = asyncio.Event()
+        self._prefix = config.prefix
+        self._status_topic = f"{config.prefix}status"
+        self._command_filter = f"{config.prefix}+/cmd"
+
+    @property
+    def connected(self) -> bool:
+        """True while a broker session is established."""
+        return self._connected
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout_secs: float) -> None:
+        """Wait until `predicate()` holds after a change of connection state or counters; TimeoutError after the limit."""
+        async with asyncio.timeout(timeout_secs):
+            while not predicate():
+                await self._changed.wait()
+
+    async def run(self) -> None:
+        """Connect, publish and serve commands until cancelled, reconnecting after every failure."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._execute_commands(), name="mqtt-commands")
+            tg.create_task(self._stay_connected(), name="mqtt-connection")
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _set_connected(self, connected: bool) -> None:
+        if connected != self._connected:
+            self._connected = connected
+            self._notify()
+
+    def _topic(self, portfolio: str, leaf: str) -> str:
+        return f"{self._prefix}{portfolio}/{leaf}"
+
+    async def _stay_connected(self) -> None:
+        failures = 0
+        address = f"{self._config.host}:{self._config.port}"
+        while True:
+            connects_before = self.counters.connects
+            error: BaseException | None = None
+            try:
+                await self._session()
+            except* CONNECTION_ERRORS as group:
+                error = _first_leaf(group)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # a failed clean disconnect must not swallow our cancellation
+            self.last_error = f"{type(error).__name__}: {error}"
+            if self.counters.connects > connects_before:
+                failures = 0
+                log.warning("MQTT connection to %s lost: %s", address, self.last_error)
+            else:
+                self.counters.connect_failures += 1
+                self._notify()
+            failures += 1
+            delay = self._backoff.delay_secs(failures, self._rng)
+            log.warning("MQTT connect to %s: attempt %d in a row failed or lost (%s); retrying in %.2fs",
+                        address, failures, self.last_error, delay)
+            await asyncio.sleep(delay)
+
+    def _client(self) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            self._config.host, self._config.port, username=self._username, password=self._password,
+            identifier=self._config.client_id, keepalive=self._keepalive_secs, timeout=self._timeout_secs,
+            will=aiomqtt.Will(self._status_topic, OFFLINE, qos=1, retain=True), tls_context=self._ssl_context,
+        )
+
+    async def _session(self) -> None:
+        async with self._client() as client:
+            self.counters.connects += 1
+            if self.counters.connects > 1:
+                self.counters.reconnects += 1
+            log.info("MQTT connected to %s:%d as %s", self._config.host, self._config.port, self._config.client_id)
+            self._set_connected(True)
+            try:
+                await client.publish(self._status_topic, ONLINE, qos=1, retain=True)
+                self.counters.published += 1
+                await client.subscribe(self._command_filter, qos=1)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._publish_outbox(client), name="mqtt-outbox")
+                    tg.create_task(self._publish_state(client), name="mqtt-state")
+                    tg.create_task(self._publish_answers(client), name="mqtt-answers")
+                    tg.create_task(self._receive_commands(client), name="mqtt-receive")
+            except asyncio.CancelledError:
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    await client.publish(self._status_topic, OFFLINE, qos=1, retain=True,
+                                         timeout=SHUTDOWN_TIMEOUT_SECS)
+                    self.counters.published += 1
+                    log.info("MQTT status offline published; disconnecting")
+                raise
+            finally:
+                self._set_connected(False)
+
+    async def _publish_outbox(self, client: aiomqtt.Client) -> None:
+        outbox = self._outbox
+        while True:
+            outbox.outbox_event.clear()
+            rows = await outbox.outbox_pending(OUTBOX_BATCH)
+            if not rows:
+                await outbox.outbox_event.wait()
+                continue
+            await self._publish_rows(client, rows)
+            await outbox.mark_published([seq for seq, _, _ in rows])
+            self.counters.events_published += len(rows)
+            self._notify()
+
+    async def _publish_rows(self, client: aiomqtt.Client, rows: list[tuple[int, str, bytes]]) -> None:
+        """Publish rows in order with up to OUTBOX_WINDOW acknowledgements outstanding; returns when all are acked."""
+        window = asyncio.Semaphore(OUTBOX_WINDOW)
+        async with asyncio.TaskGroup() as tg:
+            for seq, suffix, payload in rows:
+                if not _TOPIC_SUFFIX.fullmatch(suffix):
+                    self.counters.events_dropped += 1
+                    log.error("outbox row %d has an invalid topic %r; dropped", seq, suffix)
+                    continue
+                await window.acquire()
+                # Tasks start in creation order and hand the message to paho before their first await,
+                # so the broker receives the rows in outbox order.
+                tg.create_task(self._publish_event(client, self._prefix + suffix, payload, window))
+
+    async def _publish_event(
+        self, client: aiomqtt.Client, topic: str, payload: bytes, window: asyncio.Semaphore,
+    ) -> None:
+        try:
+            await client.publish(topic, payload, qos=1)
+            self.counters.published += 1
+        finally:
+            window.release()
+
+    async def _publish_state(self, client: aiomqtt.Client) -> None:
+        last_state: dict[str, bytes] = {}
+        last_drift: dict[str, bytes] = {}
+        while True:
+            for snapshot in self._snapshots():
+                state = state_payload(snapshot)
+                if last_state.get(snapshot.name) != state:
+                    await client.publish(self._topic(snapshot.name, "state"), state, qos=1, retain=True)
+                    last_state[snapshot.name] = state
+                    self.counters.published += 1
+                drift = drift_payload(snapshot)
+                if last_drift.get(snapshot.name) != drift:
+                    await client.publish(self._topic(snapshot.name, "drift"), drift, qos=0)
+                    last_drift[snapshot.name] = drift
+                    self.counters.published += 1
+            await asyncio.sleep(self._config.drift_interval_secs)
+
+    async def _publish_answers(self, client: aiomqtt.Client) -> None:
+        while True:
+            self._answer_ready.clear()
+            while self._answers:
+                topic, payload = self._answers[0]
+                await client.publish(topic, payload, qos=1)
+                self._answers.popleft()
+                self.counters.published += 1
+            await self._answer_ready.wait()
+
+    def _answer(self, portfolio: str, payload: bytes) -> None:
+        if len(self._answers) >= MAX_ANSWERS:
+            self._answers.popleft()
+            self.counters.answers_dropped += 1
+        self._answers.append((self._topic(portfolio, "cmd/result"), payload))
+        self._answer_ready.set()
+
+    async def _receive_commands(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = str(message.topic)
+            if not (topic.startswith(self._prefix) and topic.endswith("/cmd")):
+                continue
+            portfolio = topic[len(self._prefix):-len("/cmd")]
+            payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+            item: Command | CommandRejected
+            try:
+                item = parse_command(bytes(payload))
+            except CommandRejected as rejected:
+                item = rejected
+            if not isinstance(item, CommandRejected):
+                if message.retain:
+                    item = CommandRejected("retained commands are not executed; publish with retain=false", item.id)
+                elif portfolio not in self._portfolios:
+                    item = CommandRejected(f"unknown portfolio {portfolio!r}", item.id)
+            try:
+                self._inbox.put_nowait((portfolio, item))
+            except asyncio.QueueFull:
+                command_id = item.command_id if isinstance(item, CommandRejected) else item.id
+                self.counters.commands_error += 1
+                log.warning("MQTT command queue full; command %s for %s refused", command_id, portfolio)
+                self._answer(portfolio, answer_payload(command_id, None, CommandResult(False, "busy; try again")))
+
+    async def _execute_commands(self) -> None:
+        """Runs for the bridge's lifetime, so a lost connection never cancels a command half-way."""
+        while True:
+            portfolio, item = await self._inbox.get()
+            if isinstance(item, CommandRejected):
+                self.counters.commands_error += 1
+                log.warning("MQTT command for %s rejected: %s", portfolio, item)
+                self._answer(portfolio, answer_payload(item.command_id, None, CommandResult(False, str(item))))
+                self._notify()
+                continue
+            name = command_name(item)
+            try:
+                result = await self._commands.handle(portfolio, item)
+            except Exception as e:  # command boundary: one failing command must not stop the others
+                log.exception("MQTT command %s %s for %s failed", name, item.id, portfolio)
+                result = CommandResult(False, f"{name} failed: {type(e).__name__}: {e}")
+            if result.ok:
+                self.counters.commands_ok += 1
+            else:
+                self.counters.commands_error += 1
+            log.info("MQTT command %s %s for %s: ok=%s %s", name, item.id, portfolio, result.ok, result.message)
+            self._answer(portfolio, answer_payload(item.id, name, result))
+            self._notify()

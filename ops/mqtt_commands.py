@@ -1,0 +1,200 @@
+"""Commands that arrive over MQTT: strict parsing into frozen messages, the handler protocol, answers.
+
+A command is a JSON object on `<prefix><portfolio>/cmd`, for example
+`{"id": "c-17", "cmd": "deposit", "asset": "USDT", "amount": "250.5"}`; the answer goes to
+`<prefix><portfolio>/cmd/result` as `{"id": "c-17", "cmd": "deposit", "ok": true, "message": "...", "data": {}}`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Protocol
+
+import msgspec
+import orjson
+
+MAX_COMMAND_BYTES = 4096
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+ASSET_PATTERN = r"^[A-Z0-9]{1,20}$"
+AMOUNT_PATTERN = r"^[0-9]{1,30}(\.[0-9]{1,30})?$"
+
+CommandId = Annotated[str, msgspec.Meta(pattern=COMMAND_ID_PATTERN)]
+AssetCode = Annotated[str, msgspec.Meta(pattern=ASSET_PATTERN)]
+AmountText = Annotated[str, msgspec.Meta(pattern=AMOUNT_PATTERN)]
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Stop the portfolio's trigger from firing; drift and metrics keep flowing."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Let the trigger fire again."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    """Rebalance now (a manual intent)."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    """End the portfolio: `sell` everything to the quote, or `return` the coins as they are."""
+
+    id: str
+    mode: Literal["sell", "return"]
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    """Add `amount` (> 0) of `asset` to the portfolio."""
+
+    id: str
+    asset: str
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    """Take `amount` (> 0, in the quote currency) out of the portfolio, selling pro rata."""
+
+    id: str
+    amount: Decimal
+
+
+Command = Pause | Resume | Rebalance | Terminate | Deposit | Withdraw
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What the handler answers: success, a human message and optional details."""
+
+    ok: bool
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class CommandHandler(Protocol):
+    """Carries out a validated command for one portfolio (implemented by the service)."""
+
+    async def handle(self, portfolio: str, command: Command) -> CommandResult:
+        """Do it and say how it went."""
+        ...
+
+
+class CommandRejected(ValueError):
+    """A command that failed validation; `command_id` is echoed in the answer when it was readable."""
+
+    def __init__(self, message: str, command_id: str | None = None) -> None:
+        super().__init__(message)
+        self.command_id = command_id
+
+
+class _Wire(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="cmd"):
+    id: CommandId
+
+
+class _PauseWire(_Wire, frozen=True, tag="pause"):
+    pass
+
+
+class _ResumeWire(_Wire, frozen=True, tag="resume"):
+    pass
+
+
+class _RebalanceWire(_Wire, frozen=True, tag="rebalance"):
+    pass
+
+
+class _TerminateWire(_Wire, frozen=True, tag="terminate"):
+    mode: Literal["sell", "return"]
+
+
+class _DepositWire(_Wire, frozen=True, tag="deposit"):
+    asset: AssetCode
+    amount: AmountText
+
+
+class _WithdrawWire(_Wire, frozen=True, tag="withdraw"):
+    amount: AmountText
+
+
+_WireCommand = _PauseWire | _ResumeWire | _RebalanceWire | _TerminateWire | _DepositWire | _WithdrawWire
+
+
+def _positive(text: str, command_id: str) -> Decimal:
+    amount = Decimal(text)
+    if amount <= 0:
+        raise CommandRejected(f"amount {text!r} must be positive", command_id)
+    return amount
+
+
+def _readable_id(obj: object) -> str | None:
+    """The command's id when it is a well-formed string, so an error answer can name it."""
+    if isinstance(obj, dict):
+        cid = obj.get("id")
+        if isinstance(cid, str) and len(cid) <= 64:
+            try:
+                return msgspec.convert(cid, CommandId)
+            except msgspec.ValidationError:
+                return None
+    return None
+
+
+def parse_command(payload: bytes) -> Command:
+    """Validate one command payload strictly; raises CommandRejected with a one-line reason."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        raise CommandRejected(f"command is {len(payload)} bytes; the limit is {MAX_COMMAND_BYTES}")
+    try:
+        obj = msgspec.json.decode(payload)
+    except msgspec.DecodeError as e:
+        raise CommandRejected(f"invalid JSON: {e}") from None
+    command_id = _readable_id(obj)
+    try:
+        wire = msgspec.convert(obj, _WireCommand)
+    except msgspec.ValidationError as e:
+        raise CommandRejected(f"invalid command: {e}", command_id) from None
+    match wire:
+        case _PauseWire():
+            return Pause(wire.id)
+        case _ResumeWire():
+            return Resume(wire.id)
+        case _RebalanceWire():
+            return Rebalance(wire.id)
+        case _TerminateWire():
+            return Terminate(wire.id, wire.mode)
+        case _DepositWire():
+            return Deposit(wire.id, wire.asset, _positive(wire.amount, wire.id))
+        case _WithdrawWire():
+            return Withdraw(wire.id, _positive(wire.amount, wire.id))
+    raise CommandRejected(f"unsupported command {wire!r}", command_id)  # unreachable: the union is closed
+
+
+COMMAND_NAMES: dict[type, str] = {
+    Pause: "pause", Resume: "resume", Rebalance: "rebalance", Terminate: "terminate", Deposit: "deposit",
+    Withdraw: "withdraw",
+}
+
+
+def command_name(command: Command) -> str:
+    """The wire name of a command (`pause`, `deposit`, ...)."""
+    return COMMAND_NAMES[type(command)]
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def answer_payload(command_id: str | None, cmd: str | None, result: CommandResult) -> bytes:
+    """The JSON answer published on `<portfolio>/cmd/result`."""
+    body = {"id": command_id, "cmd": cmd, "ok": result.ok, "message": result.message, "data": result.data}
+    return orjson.dumps(body, default=_json_default)

@@ -1,0 +1,372 @@
+"""The MQTT bridge against a REAL mosquitto with a password file and an ACL; every check is a receipt by a second client."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import ssl
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from decimal import Decimal
+from pathlib import Path
+
+import aiomqtt
+import orjson
+import pytest
+import pytest_asyncio
+
+from engine.types import PortfolioSnapshot
+from ops.config_schema import MqttConfig
+from ops.mqtt import Backoff, MqttBridge, Outbox
+from ops.mqtt_commands import (
+    Command,
+    CommandRejected,
+    CommandResult,
+    Deposit,
+    Pause,
+    Rebalance,
+    Resume,
+    Terminate,
+    Withdraw,
+    command_name,
+    parse_command,
+)
+from tests.integration.services import HOST, find_binary, free_port, stop_process, tcp_open
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(60)]
+
+WAIT_SECS = 10.0
+USERS = {"keel": "keel-secret", "viewer": "viewer-secret", "operator": "operator-secret"}
+ACL = """user keel
+topic readwrite keel/#
+
+user viewer
+topic read keel/#
+
+user operator
+topic write keel/+/cmd
+topic read keel/#
+"""
+FAST_RETRY = Backoff(initial_secs=0.05, cap_secs=0.2)
+
+
+# ----- a real mosquitto that the test can stop and start again on the same port -----
+
+class Broker:
+    """mosquitto on a fixed 127.0.0.1 port with users, an ACL and persistence (sessions survive a restart)."""
+
+    def __init__(self, workdir: Path, users: Mapping[str, str], acl: str, tls: tuple[Path, Path] | None = None):
+        self.port = free_port()
+        self.workdir = workdir
+        self._proc: subprocess.Popen[bytes] | None = None
+        passwd = workdir / "passwd"
+        passwd.touch(mode=0o600)
+        for name, password in users.items():
+            subprocess.run([find_binary("mosquitto_passwd"), "-b", str(passwd), name, password], check=True)
+        (workdir / "acl").write_text(acl)
+        tls_lines = [f"certfile {tls[0]}", f"keyfile {tls[1]}"] if tls else []
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text("\n".join([
+            "per_listener_settings false", "persistence true", f"persistence_location {workdir}/",
+            "log_dest stderr", "log_type error", "log_type warning", f"listener {self.port} {HOST}", *tls_lines,
+            "allow_anonymous false", f"password_file {passwd}", f"acl_file {workdir / 'acl'}", "",
+        ]))
+        if os.geteuid() == 0:  # mosquitto drops root for its own user, which must read and write here
+            entry = pwd.getpwnam("mosquitto")
+            for path in (workdir, *workdir.iterdir()):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> None:
+        """Start on `self.port` and poll until it accepts connections (blocking: call through to_thread)."""
+        with (self.workdir / "mosquitto.log").open("ab") as out:
+            self._proc = subprocess.Popen([find_binary("mosquitto"), "-c", str(self.conf)], stdout=out,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + WAIT_SECS
+        while not tcp_open(self.port):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mosquitto did not start: {(self.workdir / 'mosquitto.log').read_text()[-800:]}")
+            time.sleep(0.02)  # polling an external process's readiness against a deadline
+
+    def stop(self) -> None:
+        """SIGTERM by PID (mosquitto saves its sessions) and reap."""
+        if self._proc is not None:
+            stop_process(self._proc)
+            self._proc = None
+
+
+@contextlib.contextmanager
+def broker_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="keel-mqtt-test-") as tmp:
+        yield Path(tmp)
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    with broker_dir() as workdir:
+        b = Broker(workdir, USERS, ACL)
+        b.start()
+        try:
+            yield b
+        finally:
+            b.stop()
+
+
+async def until(predicate: Callable[[], bool], changed: asyncio.Event, within_secs: float = WAIT_SECS) -> None:
+    """Wait until `predicate()` holds, re-checking each time `changed` is set."""
+    async with asyncio.timeout(within_secs):
+        while not predicate():
+            changed.clear()
+            await changed.wait()
+
+
+# ----- a second, independent client that records what it receives -----
+
+class Watcher:
+    """A real MQTT client that subscribes and records every message it receives."""
+
+    def __init__(self, port: int, user: str, *topics: str, password: str | None = None, identifier: str | None = None,
+                 persistent: bool = False, tls_context: ssl.SSLContext | None = None) -> None:
+        self.client = aiomqtt.Client(HOST, port, username=user, password=password or USERS[user],
+                                     identifier=identifier, clean_session=not persistent, tls_context=tls_context)
+        self.topics = topics
+        self.received: list[aiomqtt.Message] = []
+        self._changed = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watcher:
+        await self.client.__aenter__()
+        for topic in self.topics:
+            await self.client.subscribe(topic, qos=1)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.client.__aexit__(None, None, None)
+
+    async def _read(self) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):  # the broker went away: the test reconnects explicitly
+            async for message in self.client.messages:
+                self.received.append(message)
+                self._changed.set()
+
+    def payloads(self, topic: str) -> list[bytes]:
+        return [bytes(m.payload) for m in self.received if str(m.topic) == topic]  # type: ignore[arg-type]
+
+    async def until(self, predicate: Callable[[], bool], within_secs: float = WAIT_SECS) -> None:
+        await until(predicate, self._changed, within_secs)
+
+    async def next_on(self, topic: str, after: int = 0) -> bytes:
+        await self.until(lambda: len(self.payloads(topic)) > after)
+        return self.payloads(topic)[after]
+
+
+# ----- the bridge's collaborators -----
+
+class MemoryOutbox:
+    """The Outbox protocol in memory (used until ops.ledger exists)."""
+
+    def __init__(self) -> None:
+        self.outbox_event = asyncio.Event()
+        self._rows: list[tuple[int, str, bytes]] = []
+        self._published: set[int] = set()
+
+    async def enqueue_outbox(self, topic: str, payload: bytes) -> int:
+        self._rows.append((len(self._rows) + 1, topic, payload))
+        self.outbox_event.set()
+        return len(self._rows)
+
+    async def outbox_pending(self, limit: int) -> list[tuple[int, str, bytes]]:
+        return [r for r in self._rows if r[0] not in self._published][:limit]
+
+    async def mark_published(self, seqs: object) -> None:
+        self._published.update(seqs)  # type: ignore[call-overload]
+
+
+@pytest_asyncio.fixture
+async def outbox(tmp_path: Path) -> AsyncIterator[MemoryOutbox]:
+    """The real ledger when it exists, else the in-memory outbox."""
+    try:
+        from ops.ledger import Ledger  # type: ignore[import-not-found]
+    except ImportError:
+        yield MemoryOutbox()
+        return
+    ledger = await Ledger.open(tmp_path / "l.sqlite")
+    try:
+        yield ledger
+    finally:
+        close = getattr(ledger, "close", None)
+        if close is not None:
+            await close()
+
+
+class Handler:
+    """Records each command; ids starting `no` answer ok=False, `boom` raise."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Command]] = []
+
+    async def handle(self, portfolio: str, command: Command) -> CommandResult:
+        self.calls.append((portfolio, command))
+        if command.id.startswith("boom"):
+            raise RuntimeError("venue exploded")
+        ok = not command.id.startswith("no")
+        return CommandResult(ok, f"{command_name(command)} {'done' if ok else 'refused'}", {"portfolio": portfolio})
+
+
+def snapshot(name: str = "core", drift: float = 0.02) -> PortfolioSnapshot:
+    return PortfolioSnapshot(
+        name=name, mode="live", quote="USDT", value=10_000.0, hodl_value=9_900.0, weights={"BTC": 0.52, "ETH": 0.48},
+        targets={"BTC": 0.5, "ETH": 0.5}, deviations={"BTC": drift, "ETH": -drift}, thresholds={"BTC": 0.05, "ETH": 0.05},
+        holdings={"BTC": Decimal("0.1"), "ETH": Decimal("1.5")}, drift=drift, trigger_state="idle",
+        window_remaining_secs=0.0, paused=False, stale=False,
+    )
+
+
+def make_bridge(port: int, outbox: Outbox, *, user: str = "keel", password: str | None = None,
+                handler: Handler | None = None, snapshots: Callable[[], list[PortfolioSnapshot]] | None = None,
+                interval: float = 0.1, tls: bool = False, ca_file: str | None = None) -> MqttBridge:
+    config = MqttConfig(enabled=True, host=HOST, port=port, client_id=f"keel-{uuid.uuid4().hex[:8]}",
+                        drift_interval_secs=interval, tls=tls, ca_file=ca_file)
+    return MqttBridge(config, username=user, password=password or USERS[user], portfolios=["core", "sat"],
+                      snapshots=snapshots or (lambda: [snapshot()]), outbox=outbox, commands=handler or Handler(),
+                      backoff=FAST_RETRY, keepalive_secs=5, timeout_secs=3.0)
+
+
+@contextlib.asynccontextmanager
+async def running(bridge: MqttBridge) -> AsyncIterator[MqttBridge]:
+    """Run the bridge as a task; cancel it (a clean stop) on exit and surface any crash."""
+    task = asyncio.create_task(bridge.run())
+    try:
+        yield bridge
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def publish(port: int, user: str, topic: str, payload: bytes, *, retain: bool = False) -> None:
+    async with aiomqtt.Client(HOST, port, username=user, password=USERS[user]) as c:
+        await c.publish(topic, payload, qos=1, retain=retain)
+
+
+async def enqueue(outbox: MemoryOutbox, n: int, tag: str, kind: str = "fill") -> list[bytes]:
+    payloads = [orjson.dumps({"tag": tag, "n": i}) for i in range(n)]
+    for p in payloads:
+        await outbox.enqueue_outbox(f"core/{kind}", p)
+    return payloads
+
+
+# ----- events, state and status -----
+
+@pytest.mark.asyncio
+async def test_status_state_drift_and_outbox_events_arrive_in_order(broker: Broker, outbox: MemoryOutbox) -> None:
+    calls: list[float] = []
+    called = asyncio.Event()
+    drift = [0.02]
+
+    def snapshots() -> list[PortfolioSnapshot]:
+        calls.append(time.monotonic())
+        called.set()
+        return [snapshot("core", drift[0]), snapshot("sat", 0.01)]
+
+    before = [*await enqueue(outbox, 3, "before", "intent"), *await enqueue(outbox, 3, "before", "fill")]
+    async with Watcher(broker.port, "viewer", "keel/#") as watcher:
+        started = time.monotonic()
+        async with running(make_bridge(broker.port, outbox, snapshots=snapshots, interval=0.1)) as bridge:
+            assert await watcher.next_on("keel/status") == b"online"
+            state = orjson.loads(await watcher.next_on("keel/core/state"))
+            assert (state["name"], state["holdings"], state["drift"]) == ("core", {"BTC": "0.1", "ETH": "1.5"}, 0.02)
+            assert orjson.loads(await watcher.next_on("keel/sat/drift"))["drift"] == 0.01
+            after = [*await enqueue(outbox, 5, "after", "fill"), *await enqueue(outbox, 2, "after", "alert")]
+            events = ("keel/core/intent", "keel/core/fill", "keel/core/alert")
+            await watcher.until(lambda: sum(len(watcher.payloads(t)) for t in events) >= 13)
+            in_order = [bytes(m.payload) for m in watcher.received if str(m.topic) in events]  # type: ignore[arg-type]
+            assert in_order == before + after
+            await bridge.wait_until(lambda: bridge.counters.events_published == 13, WAIT_SECS)
+            assert await outbox.outbox_pending(100) == [] and bridge.connected
+
+            # A change is published once; an unchanged snapshot is not published again.
+            drift[0] = 0.07
+            assert orjson.loads(await watcher.next_on("keel/core/state", after=1))["drift"] == 0.07
+            n_calls = len(calls)
+            await until(lambda: len(calls) >= n_calls + 3, called)
+            marker = await enqueue(outbox, 1, "marker", "alert")
+            await watcher.until(lambda: marker[0] in watcher.payloads("keel/core/alert"))
+            assert len(watcher.payloads("keel/core/state")) == 2
+            assert len(watcher.payloads("keel/core/drift")) == 2
+            assert len(watcher.payloads("keel/sat/state")) == 1
+        # Rate limit: snapshots are read at most once per interval (0.1 s), however fast they change.
+        assert len(calls) <= (time.monotonic() - started) / 0.1 + 2
+        assert await watcher.next_on("keel/status", after=1) == b"offline"
+
+    # Retained: a client that subscribes later gets the latest state and the offline status.
+    async with Watcher(broker.port, "viewer", "keel/core/state", "keel/status") as late:
+        assert orjson.loads(await late.next_on("keel/core/state"))["drift"] == 0.07
+        assert await late.next_on("keel/status") == b"offline"
+        assert all(m.retain for m in late.received)
+
+
+class Relay:
+    """A TCP relay in front of the broker whose connections the test can kill (no MQTT DISCONNECT is sent)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Relay:
+        self._server = await asyncio.start_server(self._serve, HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.kill_connections()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    def kill_connections(self) -> None:
+        for w in self._writers:
+            w.transport.abort()
+        self._writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(HOST, self.target_port)
+        self._writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(pipe(reader, up_writer))
+            tg.create_task(pipe(up_reader, writer))
+
+
+@pytest.mark.asyncio
+async def test_last_will_says_offline_when_the_connection_dies_and_the_bridge_comes_back(
+    broker: Broker, outbox: MemoryOutbox,
+) -> None:
+    async with Relay(broker.port) as relay, Watcher(broker.port, "viewer", "keel/status") as watcher:
+        async with running(make_bridge(relay.port, outbox)) as bridge:
+            assert await watcher.next_on("keel/status") == b"online"
+            relay.kill_connections()
+            assert await watcher.next_on("keel/status", after=1) == b"offline"  # the broker's last will
+            assert await watcher.next_on("keel/status", after=2) == b"online"  # reconnected
+            assert bridge.counters.reconnects == 1 and bridge.connected
+            async with Watcher(broker.port, "viewer", "keel/core/fill") as fills:
+                sent = await enqueue(outbox, 3, "after-reconnect")
+                await fills.until(lambda: fills.payloads("keel/core/fill") == sent)
