@@ -248,14 +248,28 @@ class Engine:
 
     # intents ----------------------------------------------------------------------------------------
 
-    def request_rebalance(self, name: str, reason: Reason = Reason.MANUAL) -> Intent | None:
-        """Rebalance now (a manual command), whatever the trigger's state; returns the intent."""
+    def request_rebalance(self, name: str, reason: Reason = Reason.MANUAL, *, withdraw: Decimal | None = None
+                          ) -> Intent | None:
+        """Rebalance now (manual, deposit, withdraw, terminate), whatever the trigger's state; the intent, or
+        None when there is nothing to trade or the portfolio cannot trade now (not started, unpriced, busy)."""
         rt = self.runtimes[name]
         if not rt.started or not rt.portfolio.priced() or rt.inflight is not None:
             return None
-        return self._fire(rt, reason, self.clock.now_ns())
+        return self._fire(rt, reason, self.clock.now_ns(), withdraw=withdraw)
 
-    def _fire(self, rt: PortfolioRuntime, reason: Reason, now_ns: int) -> Intent | None:
+    def busy(self, name: str) -> str | None:
+        """Why the portfolio cannot take a command now, or None."""
+        rt = self.runtimes[name]
+        if not rt.started:
+            return "not started yet (waiting for prices)"
+        if not rt.portfolio.priced():
+            return "no price yet for every coin"
+        if rt.inflight is not None:
+            return f"intent {rt.inflight} is still executing"
+        return None
+
+    def _fire(self, rt: PortfolioRuntime, reason: Reason, now_ns: int, *, withdraw: Decimal | None = None
+              ) -> Intent | None:
         spec = rt.spec
         p = rt.portfolio
         book = self.book
@@ -269,8 +283,13 @@ class Engine:
             desired = spec.rebalance_to(weights, targets, thresholds)
         if reason is Reason.TERMINATE:
             desired = {spec.quote: 1.0}
+        elif reason is Reason.WITHDRAW and withdraw is not None:
+            value = p.value()
+            f = min(1.0, float(withdraw) / value) if value > 0 else 0.0
+            desired = {a: w * (1.0 - f) for a, w in weights.items() if a != spec.quote}
+            desired[spec.quote] = 1.0 - sum(desired.values())
         plan = plan_rebalance(p.holdings, prices, targets, spec.quote, desired=desired, rules=spec.rules,
-                              fee_rate=spec.fee_rate)
+                              fee_rate=spec.fee_rate, sells=reason is not Reason.DEPOSIT)
         if rt.debounce_timer is not None:
             rt.debounce_timer.cancel()
             rt.debounce_timer = None
@@ -337,6 +356,23 @@ class Engine:
         rt.portfolio.add_holding(asset, amount)
         if rt.hodl:
             rt.hodl[asset] = rt.hodl.get(asset, Decimal(0)) + amount
+
+    def restore(self, name: str, holdings: dict[str, Decimal], hodl: dict[str, Decimal] | None, *, started: bool,
+                intents: int, last_intent_ns: int | None) -> None:
+        """Start-up from the ledger: its holdings, HODL basket, intent count and the window still running."""
+        rt = self.runtimes[name]
+        p = rt.portfolio
+        for asset in p.assets:
+            p.set_holding(asset, holdings.get(asset, Decimal(0)))
+        rt.started = started
+        rt.hodl = dict(hodl) if hodl else (dict(p.holdings) if started else {})
+        rt.intents = intents
+        if last_intent_ns is not None and last_intent_ns >= 0:
+            rt.last_intent_ns = last_intent_ns
+            until = last_intent_ns + rt.spec.window_ns
+            if until > self.clock.now_ns():
+                rt.trigger.fired(last_intent_ns)
+                rt.window_timer = self.clock.call_at(until, lambda ts, rt=rt: self._on_window_end(rt, ts))
 
     def pause(self, name: str) -> None:
         """Stop the trigger firing; drift keeps being computed."""

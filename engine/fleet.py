@@ -30,7 +30,7 @@ from engine.clock import TimeWentBackwards
 from engine.execution import fill_deltas
 from engine.fleet_index import BandIndex
 from engine.fleet_load import FleetArrays, FleetPortfolio, arrays_from_portfolios
-from engine.fleet_math import add_exact, build_intent, rows_breached, rows_grow, row_values
+from engine.fleet_math import add_exact, build_intent, row_values, rows_breached, rows_grow
 from engine.planner import dec
 from engine.types import Fill, Intent, SymbolRules, split_symbol
 
@@ -108,9 +108,9 @@ class Fleet:
             rows = np.arange(a, min(self.n, a + BUILD_CHUNK), dtype=np.int32)
             rows = rows[self.active[rows]]
             if rows.shape[0]:
-                breached, *entries = self._bands(rows)
+                breached, sym, pidx, lo, hi = self._bands(rows)
                 self._dirty.update(breached.tolist())  # due at the first event, as a per-tick loop would see it
-                parts.append((entries[0], entries[1], entries[2], entries[3]))
+                parts.append((sym, pidx, lo, hi))
         if parts:
             sym = np.concatenate([p[0] for p in parts])
             pidx = np.concatenate([p[1] for p in parts])
@@ -169,6 +169,10 @@ class Fleet:
         cand = np.array(sorted(self._dirty), dtype=np.int32)
         self._dirty.clear()
         return self._evaluate(cand, self.now_ns)
+
+    def pending_checks(self) -> int:
+        """How many portfolios wait for a check at the next event (breached at load, filled while idle)."""
+        return len(self._dirty)
 
     def set_price(self, symbol_index: int, bid: float, ask: float) -> None:
         """Seed a price without evaluating (only for a symbol no active idle portfolio is banded on)."""

@@ -35,7 +35,7 @@ class SymbolBands:
 
     __slots__ = (
         "hi_p", "hi_start", "hi_vals", "hi_ver", "lo_end", "lo_p", "lo_vals", "lo_ver",
-        "pn", "pp", "phi", "plo", "pver",
+        "phi", "plo", "pn", "pp", "pver",
     )
 
     def __init__(self) -> None:
@@ -182,7 +182,10 @@ class BandIndex:
             self.merges += 1
 
     def leaving(self, s: int, m: float, cur_ver: U32) -> I32:
-        """Live portfolios (sorted, unique) whose band for symbol `s` a mid of `m` leaves."""
+        """Live portfolios (sorted, unique) whose band for symbol `s` a mid of `m` leaves.
+
+        Their entries are consumed: the caller must bump their versions (re-check, then re-band or cool down).
+        """
         found = self.bands[s].leaving(m, cur_ver)
         if not found:
             return _EMPTY_I32

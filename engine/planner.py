@@ -57,9 +57,11 @@ def plan_rebalance(
     desired: Mapping[str, float] | None = None,
     rules: Mapping[str, SymbolRules] | None = None,
     fee_rate: Decimal = ZERO,
+    sells: bool = True,
 ) -> Plan:
     """Plan the legs that move `holdings` (coin -> qty, quote included) to `desired` weights
-    (default: the targets, i.e. the band centre) at mid `prices` (coin -> quote per coin)."""
+    (default: the targets, i.e. the band centre) at mid `prices` (coin -> quote per coin).
+    With `sells=False` only buys are planned, from the free quote (a deposit)."""
     rules = rules or {}
     want = desired if desired is not None else targets
     px = {c: dec(p) for c, p in prices.items()}
@@ -76,18 +78,18 @@ def plan_rebalance(
         if c != quote and c not in want and q > 0:
             delta[c] = -value[c]
 
-    sells: list[Leg] = []
+    sell_legs: list[Leg] = []
     for c in sorted(delta):
         d = delta[c]
-        if d >= 0:
+        if d >= 0 or not sells:
             continue
         sym = f"{c}-{quote}"
         r = rules.get(sym, DEFAULT_RULES)
         qty = floor_step(min(-d / px[c], holdings.get(c, ZERO)), r.step_size)
         notional = qty * px[c]
         if qty > 0 and notional >= r.min_notional:
-            sells.append(Leg(sym, Side.SELL, qty, px[c], notional))
-    proceeds = sum((leg.notional for leg in sells), ZERO) * (1 - fee_rate)
+            sell_legs.append(Leg(sym, Side.SELL, qty, px[c], notional))
+    proceeds = sum((leg.notional for leg in sell_legs), ZERO) * (1 - fee_rate)
     budget = holdings.get(quote, ZERO) + proceeds - quote_reserve
 
     wanted = {c: d for c, d in sorted(delta.items()) if d > 0}
@@ -112,7 +114,7 @@ def plan_rebalance(
             del wanted[c]
 
     expected = dict(holdings)
-    for leg in sells:
+    for leg in sell_legs:
         c = leg.symbol.split("-")[0]
         expected[c] = expected.get(c, ZERO) - leg.quantity
         expected[quote] = expected.get(quote, ZERO) + leg.notional * (1 - fee_rate)
@@ -121,4 +123,4 @@ def plan_rebalance(
         expected[c] = expected.get(c, ZERO) + leg.quantity
         expected[quote] = expected.get(quote, ZERO) - leg.notional * (1 + fee_rate)
     residual = _drift(expected, px, targets, quote)
-    return Plan((*sells, *buys), expected, residual, quote_reserve)
+    return Plan((*sell_legs, *buys), expected, residual, quote_reserve)

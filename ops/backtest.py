@@ -23,7 +23,7 @@ from engine.columns import TickColumns
 from engine.engine import Engine
 from engine.replay import ColumnarReplay
 from engine.runner import ListSink, PaperExecutor
-from engine.types import Fill, Intent, Order
+from engine.types import Fill, Intent, Order, Transfer
 from ops.config import Config
 from ops.specs import portfolio_specs
 
@@ -122,10 +122,10 @@ def run_backtest(config: Config, cols: TickColumns, out_dir: Path | None = None,
     for name, rt in engine.runtimes.items():
         recorder.snapshot(name)
         if ledger is not None and hasattr(ledger, "record_portfolio"):
-            ledger.record_portfolio(name, rt.spec.quote, int(cols.ts_ns[0]))
+            ledger.record_portfolio(name, rt.spec.quote, created_ns=int(cols.ts_ns[0]))
             for asset, qty in rt.portfolio.holdings.items():
                 if qty:
-                    ledger.record_transfer(f"{name}-capital-{asset}", name, asset, qty, int(cols.ts_ns[0]),
+                    ledger.record_transfer(Transfer(f"{name}-start-{asset}", name, asset, qty, int(cols.ts_ns[0])),
                                            "capital" if rt.spec.start == "quote" else "adopt")
     executor = PaperExecutor(engine, recorder, slippage_bps=Decimal(repr(config.venue.slippage_bps)))
 

@@ -55,18 +55,37 @@ CONNECTION_ERRORS = (aiomqtt.MqttError, OSError)  # ssl.SSLError is an OSError
 _TOPIC_SUFFIX = re.compile(r"[^+#/\x00$][^+#\x00]*")
 
 
+class OutboxRow(Protocol):
+    """An outbox row as an object (ops.ledger's OutboxEvent); a plain (seq, topic, payload) tuple also works."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def payload(self) -> bytes: ...
+
+
 class Outbox(Protocol):
-    """The durable outbox (implemented by ops.ledger.Ledger): rows of (seq, topic suffix, payload)."""
+    """The durable outbox (implemented by ops.ledger.Ledger): rows of seq, topic suffix (`core/fill`), payload."""
 
     outbox_event: asyncio.Event
 
-    async def outbox_pending(self, limit: int) -> list[tuple[int, str, bytes]]:
+    async def outbox_pending(self, limit: int) -> Sequence[tuple[int, str, bytes] | OutboxRow]:
         """The oldest unpublished rows, in seq order."""
         ...
 
-    async def mark_published(self, seqs: Sequence[int]) -> None:
+    async def mark_published(self, seqs: Sequence[int]) -> object:
         """Record that these rows reached the broker."""
         ...
+
+
+def _unpack(row: tuple[int, str, bytes] | OutboxRow) -> tuple[int, str, bytes]:
+    if isinstance(row, tuple):
+        return row[0], row[1], row[2]
+    return row.seq, row.topic, row.payload
 
 
 @dataclass(slots=True)
@@ -160,6 +179,7 @@ class MqttBridge:
         self.counters = MqttCounters()
         self.last_error = ""
         self._connected = False
+        self._stopping = False
         self._changed = asyncio.Event()
         self._inbox: asyncio.Queue[tuple[str, Command | CommandRejected]] = asyncio.Queue(COMMAND_QUEUE)
         self._answers: collections.deque[tuple[str, bytes]] = collections.deque()
@@ -207,8 +227,7 @@ class MqttBridge:
                 await self._session()
             except* CONNECTION_ERRORS as group:
                 error = _first_leaf(group)
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if self._stopping:
                 raise asyncio.CancelledError  # a failed clean disconnect must not swallow our cancellation
             self.last_error = f"{type(error).__name__}: {error}"
             if self.counters.connects > connects_before:
@@ -238,15 +257,21 @@ class MqttBridge:
             log.info("MQTT connected to %s:%d as %s", self._config.host, self._config.port, self._config.client_id)
             self._set_connected(True)
             try:
-                await client.publish(self._status_topic, ONLINE, qos=1, retain=True)
-                self.counters.published += 1
-                await client.subscribe(self._command_filter, qos=1)
                 async with asyncio.TaskGroup() as tg:
+                    # The receiver goes first: it is what notices a lost connection (aiomqtt does not wake a
+                    # publish waiting for its acknowledgement), and it cancels everything here when it does.
+                    tg.create_task(self._receive_commands(client), name="mqtt-receive")
+                    await client.publish(self._status_topic, ONLINE, qos=1, retain=True)
+                    self.counters.published += 1
+                    await client.subscribe(self._command_filter, qos=1)
                     tg.create_task(self._publish_outbox(client), name="mqtt-outbox")
                     tg.create_task(self._publish_state(client), name="mqtt-state")
                     tg.create_task(self._publish_answers(client), name="mqtt-answers")
-                    tg.create_task(self._receive_commands(client), name="mqtt-receive")
+                    # Park here until a task fails: Python 3.11's TaskGroup leaks a cancellation request when a
+                    # task fails after the body has ended, so the body must not end.
+                    await asyncio.get_running_loop().create_future()
             except asyncio.CancelledError:
+                self._stopping = True
                 with contextlib.suppress(*CONNECTION_ERRORS):
                     await client.publish(self._status_topic, OFFLINE, qos=1, retain=True,
                                          timeout=SHUTDOWN_TIMEOUT_SECS)
@@ -260,7 +285,7 @@ class MqttBridge:
         outbox = self._outbox
         while True:
             outbox.outbox_event.clear()
-            rows = await outbox.outbox_pending(OUTBOX_BATCH)
+            rows = [_unpack(row) for row in await outbox.outbox_pending(OUTBOX_BATCH)]
             if not rows:
                 await outbox.outbox_event.wait()
                 continue

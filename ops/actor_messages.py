@@ -1,0 +1,117 @@
+"""The execution actor's closed set of messages, its bounded mailbox, and the small values it reports."""
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from engine.types import Intent
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteIntent:
+    """Execute this intent (a newer one for the same portfolio replaces it while it has not started)."""
+
+    intent: Intent
+
+
+@dataclass(frozen=True, slots=True)
+class Reconcile:
+    """Look up every open order (pending, new, partially filled, unknown) at the venue and settle it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop the actor. park: finish the order step in flight, start no new legs, park the intents;
+    otherwise finish every accepted intent first."""
+
+    park: bool = True
+
+
+ActorMessage = ExecuteIntent | Reconcile | Stop
+
+
+class MailboxFull(Exception):
+    """The mailbox is full and the message may be dropped (only `Reconcile` ever is)."""
+
+
+class Mailbox:
+    """A FIFO bounded for droppable messages; intents and Stop are never refused (call from the loop's thread)."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"mailbox size must be >= 1, got {maxsize}")
+        self.maxsize = maxsize
+        self._items: deque[ActorMessage] = deque()
+        self._ready = asyncio.Event()
+        self._reconcile_queued = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, msg: ActorMessage) -> None:
+        """Queue a message; MailboxFull only for a droppable one when full (a queued Reconcile absorbs another)."""
+        if isinstance(msg, Reconcile):
+            if self._reconcile_queued:
+                return
+            if len(self._items) >= self.maxsize:
+                raise MailboxFull(f"execution actor mailbox full ({len(self._items)} messages): Reconcile dropped")
+            self._reconcile_queued = True
+        elif not isinstance(msg, ExecuteIntent | Stop):
+            raise TypeError(f"the execution actor does not take {type(msg).__name__}")
+        self._items.append(msg)
+        self._ready.set()
+
+    def get_nowait(self) -> ActorMessage | None:
+        """The next message, or None when empty."""
+        if not self._items:
+            return None
+        msg = self._items.popleft()
+        if isinstance(msg, Reconcile):
+            self._reconcile_queued = False
+        return msg
+
+    async def get(self) -> ActorMessage:
+        """Wait for the next message."""
+        while True:
+            msg = self.get_nowait()
+            if msg is not None:
+                return msg
+            self._ready.clear()
+            await self._ready.wait()
+
+
+class LegOutcome(str, enum.Enum):
+    """How one leg (order) of an intent ended."""
+
+    FILLED = "filled"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    PARKED = "parked"
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverySummary:
+    """What `recover()` (or a Reconcile) found and did."""
+
+    orders_checked: int = 0
+    fills_recorded: int = 0
+    not_placed: int = 0
+    settled: int = 0
+    still_open: int = 0
+    intents_interrupted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with jitter: attempt n waits min(cap, initial * 2**n) * U(0.5, 1)."""
+
+    initial_secs: float = 0.05
+    cap_secs: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before attempt `attempt` + 1."""
+        return min(self.cap_secs, self.initial_secs * 2 ** min(attempt, 30)) * rng.uniform(0.5, 1.0)

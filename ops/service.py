@@ -1,0 +1,347 @@
+"""`keel run`: engine, feed, execution actor, ledger, metrics and MQTT in one asyncio TaskGroup.
+
+Start-up is recovery: open orders are reconciled with the venue, holdings are rebuilt from the
+ledger, and only then do ticks reach the engine. A crashed task stops the service (non-zero exit);
+SIGINT/SIGTERM park the intent in flight and close the ledger cleanly.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from engine.engine import Engine
+from engine.paper import paper_fill
+from engine.planner import DEFAULT_RULES
+from engine.sensor import NULL_SENSOR, Sensor
+from engine.types import Fill, Intent, PortfolioSnapshot, Reason, Tick, Transfer
+from ops.actor import ExecutionActor
+from ops.actor_messages import ExecuteIntent, Stop
+from ops.config import Config
+from ops.ledger import Ledger
+from ops.live import LiveClock, LiveDriver
+from ops.specs import portfolio_specs
+
+log = logging.getLogger(__name__)
+SEC = 1_000_000_000
+
+
+class Halt(Exception):
+    """The service must stop trading (a ledger it cannot write, a venue it cannot trust)."""
+
+
+class Service:
+    """One keel process."""
+
+    def __init__(self, config: Config, *, record: Path | None = None, sensor: Sensor | None = None,
+                 state_dir: Path | None = None) -> None:
+        self.config = config
+        self.record_path = record
+        self.state_dir = state_dir or Path(config.ledger.path).parent
+        self.sensor = sensor if sensor is not None else NULL_SENSOR
+        self.engine: Engine | None = None
+        self.clock: LiveClock | None = None
+        self.ledger: Ledger | None = None
+        self.actor: ExecutionActor | None = None
+        self.driver: LiveDriver | None = None
+        self.health: Any = None
+        self.recent_intents: deque[Intent] = deque(maxlen=8)
+        self.all_intents: deque[Intent] = deque(maxlen=100_000)
+        self.recent_fills: deque[tuple[str, Fill]] = deque(maxlen=8)
+        self.events: deque[str] = deque(maxlen=6)
+        self.ready = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.halted: str | None = None
+        self.metrics_port: int | None = None
+        self.recovery: Any = None
+
+    # state for views -----------------------------------------------------------------------------
+
+    def snapshots(self) -> list[PortfolioSnapshot]:
+        """Every portfolio now (metrics, MQTT, the terminal view)."""
+        if self.engine is None:
+            return []
+        return [self.engine.snapshot(n) for n in self.engine.runtimes]
+
+    def readiness(self) -> tuple[bool, str]:
+        """/readyz: feeds fresh, ledger writable, not halted."""
+        if self.halted:
+            return False, f"halted: {self.halted}"
+        if not self.ready.is_set():
+            return False, "starting"
+        if self.ledger is None or not self.ledger.healthy:
+            return False, "ledger not writable"
+        if self.health is not None:
+            stale = [s for s, h in self.health.status().items() if h.stale]
+            if stale:
+                return False, f"stale feed: {', '.join(stale)}"
+        return True, "ok"
+
+    # start-up ------------------------------------------------------------------------------------
+
+    async def _open_ledger(self) -> Ledger:
+        path = Path(self.config.ledger.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return await Ledger.open(path, sensor=self.sensor)
+
+    async def _record_start(self, ledger: Ledger, engine: Engine) -> None:
+        """First start of a portfolio: its capital (or adopted holdings) enters the ledger."""
+        now = time.time_ns()
+        for name, rt in engine.runtimes.items():
+            spec = rt.spec
+            if not await ledger.record_portfolio(name, spec.quote, {"mode": spec.mode}, created_ns=now):
+                continue
+            if spec.start == "quote":
+                await ledger.record_transfer(Transfer(f"{name}-capital", name, spec.quote, spec.capital, now), "capital")
+            else:
+                for asset, qty in spec.holdings.items():
+                    await ledger.record_transfer(Transfer(f"{name}-adopt-{asset}", name, asset, qty, now), "adopt")
+
+    async def _restore(self, ledger: Ledger, engine: Engine) -> None:
+        """Holdings, HODL basket, intent count and window from the ledger alone."""
+        for name, rt in engine.runtimes.items():
+            holdings = await ledger.rebuild_holdings(name)
+            intents = await ledger.intent_count(name)
+            last = await ledger.last_intent(name)
+            starts = [r for r in await ledger.intents_with_status(
+                "complete", "partial", "interrupted", "parked", "executing", "new", portfolio=name)
+                if r.intent.reason is Reason.START]
+            started = rt.spec.start == "holdings" or bool(starts)
+            hodl = None
+            if starts:
+                hodl = await self._holdings_after(ledger, name, starts[0].intent.id)
+            engine.restore(name, holdings, hodl, started=started, intents=intents,
+                           last_intent_ns=last.intent.ts_ns if last is not None else None)
+            log.info("%s: restored %s (started=%s, %d intents)", name,
+                     {a: str(q) for a, q in holdings.items() if q}, started, intents)
+
+    async def _holdings_after(self, ledger: Ledger, name: str, start_id: str) -> dict[str, Decimal]:
+        """Transfers plus the fills of the start intent: the basket HODL compares against."""
+        from ops.ledger_read import holdings_from, q_transfers
+
+        quote = self.engine.runtimes[name].spec.quote if self.engine is not None else "USDT"
+        transfers = await ledger._read(q_transfers(name))
+        fills = [rec for rec in await ledger.fills(name) if rec.fill.client_order_id[1:17] == start_id]
+        return holdings_from(name, quote, transfers, fills)
+
+    def _venue(self, engine: Engine) -> Any:
+        v = self.config.venue
+        rules = {s: r for rt in engine.runtimes.values() for s, r in rt.spec.rules.items()}
+        if v.kind == "paper":
+            from ops.venues.paper import PaperVenue
+
+            book = engine.book
+
+            def price_of(symbol: str) -> tuple[float, float]:
+                i = book.index(symbol)
+                if i < 0 or not book.has_price(i):
+                    raise KeyError(f"no price for {symbol}")
+                return book.bid[i], book.ask[i]
+
+            journal = Path(self.config.ledger.path).with_suffix(".paper-venue.sqlite")
+            return PaperVenue(price_of, fee_rate=v.fee_rate, slippage_bps=Decimal(repr(v.slippage_bps)), rules=rules,
+                              latency_ms=v.latency_ms, journal=journal)
+        from ops.venues.ccxt_venue import CcxtVenue
+
+        key = os.environ.get(v.api_key_env)
+        secret = os.environ.get(v.api_secret_env)
+        if not key or not secret:
+            raise Halt(f"venue.kind = ccxt needs the API key and secret in ${v.api_key_env} and ${v.api_secret_env}")
+        book = engine.book
+        return CcxtVenue(v.exchange, api_key=key, api_secret=secret, base_url=v.base_url, sandbox=v.sandbox,
+                         timeout_secs=v.timeout_secs, order_type=v.order_type, ioc_spread_bps=v.ioc_spread_bps,
+                         price_of=lambda s: (book.bid[book.index(s)], book.ask[book.index(s)]))
+
+    # intents and fills ---------------------------------------------------------------------------
+
+    def dispatch(self, intents: list[Intent], cause_ns: int) -> None:
+        """Hand the engine's intents to the actor (observe-mode start-ins are filled virtually)."""
+        assert self.actor is not None and self.engine is not None
+        now = time.time_ns()
+        for intent in intents:
+            self.recent_intents.append(intent)
+            self.all_intents.append(intent)
+            self.sensor.on_intent(intent, max(0, now - cause_ns))
+            if intent.observe and intent.reason is Reason.START:
+                self._virtual_start(intent)
+                continue
+            self.actor.tell(ExecuteIntent(intent))
+
+    def _virtual_start(self, intent: Intent) -> None:
+        """Observe mode from quote: a shadow basket bought at the mid, no fee, nothing sent or recorded."""
+        engine = self.engine
+        assert engine is not None
+        rt = engine.runtimes[intent.portfolio]
+        from engine.execution import buy_orders
+
+        for order in buy_orders(intent, rt.portfolio.holdings, rt.spec.quote, Decimal(0), rt.spec.rules):
+            i = engine.book.index(order.symbol)
+            fill = paper_fill(order, engine.book.mid[i], engine.book.mid[i], quote=rt.spec.quote, fee_rate=Decimal(0),
+                              slippage_bps=Decimal(0), rules=rt.spec.rules.get(order.symbol, DEFAULT_RULES),
+                              trade_id=f"virtual-{order.client_order_id}", ts_ns=intent.ts_ns)
+            if fill is not None:
+                engine.apply_fill(intent.portfolio, fill)
+        engine.intent_done(intent.portfolio, intent)
+
+    def on_fill(self, portfolio: str, fill: Fill) -> None:
+        """A fill committed by the actor: apply it to the engine's holdings."""
+        assert self.engine is not None
+        self.engine.apply_fill(portfolio, fill)
+        self.recent_fills.append((portfolio, fill))
+
+    def on_done(self, intent: Intent, outcome: str) -> None:
+        """An intent finished executing."""
+        assert self.engine is not None
+        self.engine.intent_done(intent.portfolio, intent)
+        self.events.append(f"{intent.portfolio}: {intent.reason.value} rebalance {outcome}")
+
+    # the run -------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, *, extra: list[Callable[[], Any]] | None = None) -> int:
+        """Run until `stop` is set; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+        self.clock = clock = LiveClock(loop)
+        engine = self.engine = Engine(clock, portfolio_specs(config), sensor=self.sensor,
+                                      outlier_fraction=config.feed.outlier_fraction,
+                                      stale_ns=int(config.feed.stale_secs * SEC))
+        ledger = self.ledger = await self._open_ledger()
+        venue = self._venue(engine)
+        try:
+            await self._record_start(ledger, engine)
+            actor = self.actor = ExecutionActor(
+                venue, ledger,
+                holdings_of=lambda p: engine.runtimes[p].portfolio.holdings,
+                on_fill=self.on_fill,
+                on_done=self.on_done,
+                quote_of=lambda p: engine.runtimes[p].spec.quote,
+                fee_rate_of=lambda p: engine.runtimes[p].spec.fee_rate,
+                rules_of=lambda p: engine.runtimes[p].spec.rules,
+                sensor=self.sensor,
+                fill_timeout_secs=config.venue.fill_timeout_secs,
+            )
+            self.recovery = await actor.recover()
+            await self._restore(ledger, engine)
+            return await self._run_tasks(stop, extra or [])
+        finally:
+            clock.close()
+            with contextlib.suppress(Exception):
+                await venue.close()
+            await ledger.close()
+
+    async def _run_tasks(self, stop: asyncio.Event, extra: list[Callable[[], Any]]) -> int:
+        from feeds.health import FeedHealth
+        from feeds.recorder import TickRecorder
+        from ops.feed import feed_source
+
+        config = self.config
+        engine, clock, actor = self.engine, self.clock, self.actor
+        assert engine is not None and clock is not None and actor is not None
+        symbols = list(engine.book.symbols)
+        recorder = TickRecorder(self.record_path, mode="w") if self.record_path is not None else None
+        self.health = FeedHealth(symbols, config.feed.stale_secs or 3600.0, time.time_ns,
+                                 lambda s, stale: self._on_stale(s, stale))
+        health = self.health
+        self.driver = driver = LiveDriver(engine, clock, self.dispatch, recorder.write if recorder else None)
+
+        def on_tick(tick: Tick) -> None:
+            health.seen(tick.symbol, tick.ts_recv_ns)
+            driver.on_tick(tick)
+
+        server = None
+        try:
+            if config.metrics.enabled:
+                server = await self._start_metrics()
+            async with feed_source(config, symbols, cert_dir=self.state_dir / "sim-certs", sensor=self.sensor) as source:
+                async with asyncio.TaskGroup() as tg:
+                    actor_task = tg.create_task(actor.run(), name="execution-actor")
+                    feed_task = tg.create_task(source.run(on_tick), name="feed")
+                    health_task = tg.create_task(health.run(), name="feed-health")
+                    others = [tg.create_task(fn(), name=getattr(fn, "__name__", "task")) for fn in extra]
+                    mqtt = self._mqtt_task(tg)
+                    self.ready.set()
+                    log.info("keel running: %d portfolios, %d symbols", len(engine.runtimes), len(symbols))
+                    stop_wait = tg.create_task(stop.wait(), name="stop")
+                    await asyncio.wait([stop_wait, actor_task, feed_task], return_when=asyncio.FIRST_COMPLETED)
+                    self.stopping.set()
+                    feed_task.cancel()
+                    actor.tell(Stop(park=True))
+                    await actor_task
+                    for t in [health_task, stop_wait, *others, *([mqtt] if mqtt else [])]:
+                        t.cancel()
+        finally:
+            if server is not None:
+                await server.stop()
+            if recorder is not None:
+                recorder.close()
+        return 0
+
+    def _on_stale(self, symbol: str, stale: bool) -> None:
+        self.sensor.on_stale(symbol, stale)
+        self.events.append(f"feed {symbol} {'stale' if stale else 'fresh again'}")
+
+    async def _start_metrics(self) -> Any:
+        from ops.http import MetricsServer
+        from ops.metrics import KeelCollector, PrometheusSensor, SymbolHealthView
+
+        sensor = self.sensor
+        if not isinstance(sensor, PrometheusSensor):
+            return None
+
+        def symbol_health() -> dict[str, SymbolHealthView]:
+            if self.health is None:
+                return {}
+            return {s: SymbolHealthView(h.last_tick_ns, h.stale, h.ticks) for s, h in self.health.status().items()}
+
+        collector = KeelCollector(self.snapshots, symbol_health, lambda: self.actor.mailbox_depth if self.actor else 0,
+                                  lambda: self.halted is not None)
+        sensor.registry.register(collector)
+        m = self.config.metrics
+        server = MetricsServer(sensor.registry, host=m.host, port=m.port, ready=self.readiness)
+        self.metrics_port = await server.start()
+        log.info("metrics on http://%s:%d/metrics", m.host, self.metrics_port)
+        return server
+
+    def _mqtt_task(self, tg: asyncio.TaskGroup) -> asyncio.Task[Any] | None:
+        m = self.config.mqtt
+        if not m.enabled:
+            return None
+        from ops.mqtt import MqttBridge
+        from ops.service_commands import ServiceCommands
+
+        assert self.engine is not None and self.ledger is not None
+        bridge = MqttBridge(m, username=os.environ.get(m.username_env), password=os.environ.get(m.password_env),
+                            portfolios=list(self.engine.runtimes), snapshots=self.snapshots, outbox=self.ledger,
+                            commands=ServiceCommands(self))
+        return tg.create_task(bridge.run(), name="mqtt")
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM set `stop`."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def run_service(config: Config, **kwargs: Any) -> int:
+    """Run the service on uvloop until a signal; the exit code."""
+    import uvloop
+
+    from ops.metrics import PrometheusSensor
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        sensor = PrometheusSensor()
+        service = Service(config, sensor=sensor, **kwargs)
+        return await service.run(stop)
+
+    return uvloop.run(main())
