@@ -8,7 +8,6 @@ import re
 import sqlite3
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from ops.ledger_read import (
     OPEN_ORDER_STATUSES,
     SCHEMA_VERSION,
     FillRecord,
+    holdings_from,
     q_fills,
     q_portfolio_quote,
     q_transfers,
@@ -86,14 +86,6 @@ def last_prices(fills: list[FillRecord]) -> dict[str, tuple[Decimal, int]]:
     return out
 
 
-def _apply(holdings: dict[str, Decimal], rows: list[FillRecord], quote: str) -> None:
-    from engine.execution import fill_deltas
-
-    for r in rows:
-        for asset, delta in fill_deltas(r.fill, quote).items():
-            holdings[asset] = holdings.get(asset, ZERO) + delta
-
-
 def value_at(holdings: Mapping[str, Decimal], prices: Mapping[str, Decimal], quote: str) -> tuple[Decimal, list[str]]:
     """Value of holdings in the quote at coin prices; the coins held that have no price."""
     total, missing = ZERO, []
@@ -111,15 +103,12 @@ def ledger_summary(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
     """One portfolio of a ledger: holdings rebuilt from transfers and fills, fills, fees, rebalances, intents, vs HODL."""
     quote = run_query(conn, q_portfolio_quote(name))
     fills = run_query(conn, q_fills(name))
-    holdings: dict[str, Decimal] = {}
-    for asset, amount in run_query(conn, q_transfers(name)):
-        holdings[asset] = holdings.get(asset, ZERO) + Decimal(amount)
-    hodl = dict(holdings)
-    _apply(holdings, fills, quote)
+    transfers = run_query(conn, q_transfers(name))
+    holdings = holdings_from(name, quote, transfers, fills)
     start = conn.execute("SELECT id FROM intents WHERE portfolio = ? AND reason = ? ORDER BY seq LIMIT 1",
                          (name, Reason.START.value)).fetchone()
-    if start is not None:
-        _apply(hodl, [r for r in fills if r.fill.client_order_id[1:17] == start[0]], quote)
+    start_id = start[0] if start is not None else None
+    hodl = holdings_from(name, quote, transfers, [r for r in fills if r.fill.client_order_id[1:17] == start_id])
     fees, fees_other = ZERO, {}
     for r in fills:
         f = r.fill
@@ -171,7 +160,7 @@ def ledger(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     if args.json:
-        sys.stdout.buffer.write(to_json({"ledger": args.path, "portfolios": summaries}) + b"\n")
+        sys.stdout.write(to_json({"ledger": args.path, "portfolios": summaries}).decode() + "\n")
         return 0
     print_ledger(args.path, summaries)
     return 0
@@ -203,97 +192,79 @@ def parse_pairs(text: str | None, flag: str, example: str, *, positive: bool) ->
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Preview:
-    """What a rebalance of one portfolio would trade now."""
-
-    spec: PortfolioSpec
-    reason: str
-    why: str
-    holdings: dict[str, Decimal]
-    prices: dict[str, Decimal]
-    price_source: dict[str, str]
-    targets: dict[str, float]
-    thresholds: dict[str, float]
-    desired: dict[str, float] | None
-    slippage_bps: Decimal
-
-    def as_dict(self) -> dict[str, Any]:
-        """The plan as plain data (what `--json` prints)."""
-        s = self.spec
-        fpx = {c: float(p) for c, p in self.prices.items()}
-        plan = plan_rebalance(self.holdings, fpx, self.targets, s.quote, desired=self.desired, rules=s.rules,
-                              fee_rate=s.fee_rate)
-        weights = _weights(self.holdings, self.prices, s.quote)
-        after = _weights(plan.expected_holdings, self.prices, s.quote)
-        legs = []
-        for leg in plan.legs:
-            legs.append({"symbol": leg.symbol, "side": leg.side.value, "quantity": leg.quantity,
-                         "price": leg.expected_price, "notional": leg.notional, "fee": leg.notional * s.fee_rate,
-                         "slippage": leg.notional * self.slippage_bps / BPS})
-        total = {k: sum((leg[k] for leg in legs), ZERO) for k in ("fee", "slippage")}
-        value = value_at(self.holdings, self.prices, s.quote)[0]
-        cost = total["fee"] + total["slippage"]
-        return {
-            "portfolio": s.name, "quote": s.quote, "mode": s.mode, "observe": s.mode == "observe",
-            "reason": self.reason, "why": self.why, "rebalance_to": "band edge" if self.desired else "band centre",
-            "prices": self.prices, "price_source": self.price_source, "holdings": self.holdings, "value": value,
-            "coins": {c: {"target": t, "weight": weights.get(c, 0.0), "deviation": weights.get(c, 0.0) - t,
-                          "band": self.thresholds.get(c), "after": after.get(c, 0.0)} for c, t in self.targets.items()},
-            "legs": legs,
-            "sells": sum((leg["notional"] for leg in legs if leg["side"] == "sell"), ZERO),
-            "buys": sum((leg["notional"] for leg in legs if leg["side"] == "buy"), ZERO),
-            "fee_rate": s.fee_rate, "slippage_bps": self.slippage_bps, "fees": total["fee"],
-            "slippage": total["slippage"], "cost": cost, "cost_ratio": float(cost / value) if value > 0 else 0.0,
-            "expected_holdings": plan.expected_holdings, "expected_residual_drift": plan.residual_drift,
-        }
-
-
 def _weights(holdings: Mapping[str, Decimal], prices: Mapping[str, Decimal], quote: str) -> dict[str, float]:
     vals = {a: float(q if a == quote else q * prices[a]) for a, q in holdings.items()}
     total = math.fsum(vals.values())
     return {a: v / total for a, v in vals.items()} if total > 0 else {}
 
 
-def build_preview(spec: PortfolioSpec, holdings: dict[str, Decimal] | None, prices: dict[str, Decimal],
-                  source: dict[str, str], slippage_bps: Decimal, where: str) -> Preview:
-    """Decide the reason and the desired weights the engine would use, checking every needed price."""
+def _decide(spec: PortfolioSpec, weights: Mapping[str, float], targets: Mapping[str, float],
+            thresholds: Mapping[str, float]) -> tuple[str, str]:
+    """The reason the engine would rebalance for now (manual when nothing is due), and why."""
+    dev = {c: weights.get(c, 0.0) - t for c, t in targets.items()}
+    worst = max(dev, key=lambda c: abs(dev[c]) / thresholds[c])
+    off, usage = abs(dev[worst]), abs(dev[worst]) / thresholds[worst]
+    if spec.threshold_active and usage >= 1:
+        return Reason.THRESHOLD.value, f"due: {worst} is {off:.2%} off target, beyond its band"
+    if spec.schedule is not None and max(abs(d) for d in dev.values()) >= spec.min_deviation:
+        return Reason.CALENDAR.value, (f"due at the next calendar boundary: {worst} is {off:.2%} off target "
+                                       f"(min_deviation {spec.min_deviation:.2%})")
+    return Reason.MANUAL.value, (f"not due ({worst} is {off:.2%} off target, {usage:.0%} of its band): "
+                                 "what a manual rebalance would trade")
+
+
+def build_preview(spec: PortfolioSpec, holdings: dict[str, Decimal] | None, prices: Mapping[str, Decimal],
+                  source: Mapping[str, str], slippage_bps: Decimal, where: str) -> dict[str, Any]:
+    """Plan one portfolio as the engine would (same planner, targets, band and edge policy); `None` holdings
+    mean the buy-in of the configured capital (or adopted holdings)."""
     quote = spec.quote
     buy_in = holdings is None
     if holdings is None:
         holdings = {quote: spec.capital} if spec.start == "quote" else dict(spec.holdings)
+    holdings = {a: q for a, q in holdings.items() if q != 0 or a == quote or a in spec.targets}
     held = [a for a, q in holdings.items() if a != quote and q > 0]
-    for coin in dict.fromkeys([*(c for c in spec.targets if c != quote), *held]):
-        if coin not in prices:
-            raise CommandError(f"portfolio {spec.name}: no price for {coin}; give it with --prices {coin}=PRICE"
-                               + (f" ({where} has no fill of {coin}-{quote})" if where else ""))
-    fpx = {c: float(prices[c]) for c in spec.targets if c != quote}
-    targets = dict(spec.targets)
-    thresholds = dict(spec.thresholds)
+    needed = list(dict.fromkeys([*(c for c in spec.targets if c != quote), *held]))
+    missing = [c for c in needed if c not in prices]
+    if missing:
+        raise CommandError(f"portfolio {spec.name}: no price for {', '.join(missing)}; give "
+                           f"--prices {','.join(f'{c}=PRICE' for c in missing)}"
+                           + (f" ({where} has no fill of {', '.join(f'{c}-{quote}' for c in missing)})" if where else ""))
+    used = {c: prices[c] for c in needed}
+    fpx = {c: float(p) for c, p in used.items()}
+    targets, thresholds = dict(spec.targets), dict(spec.thresholds)
     if spec.target_policy is not None and spec.thresholds_for is not None:
         targets = spec.target_policy(fpx)
         thresholds = spec.thresholds_for(targets)
-    used = {c: prices[c] for c in dict.fromkeys([*fpx, *held])}
+    weights = _weights(holdings, used, quote)
+    desired = None
     if buy_in:
         what = "the capital" if spec.start == "quote" else "the adopted holdings"
-        return Preview(spec, Reason.START.value, f"buy-in of {what} into the targets", holdings, used,
-                       {c: source[c] for c in used}, targets, thresholds, None, slippage_bps)
-    weights = _weights(holdings, prices, quote)
-    dev = {c: weights.get(c, 0.0) - t for c, t in targets.items()}
-    worst = max(dev, key=lambda c: abs(dev[c]) / thresholds[c])
-    usage = abs(dev[worst]) / thresholds[worst]
-    reason, why = Reason.MANUAL.value, (f"not due: {worst} is {abs(dev[worst]):.2%} off target, {usage:.0%} of "
-                                        "its band; this is what a manual rebalance would trade")
-    if spec.threshold_active and usage >= 1:
-        reason, why = Reason.THRESHOLD.value, f"due: {worst} is {abs(dev[worst]):.2%} off target, beyond its band"
-    elif spec.schedule is not None and max(abs(d) for d in dev.values()) >= spec.min_deviation:
-        reason, why = Reason.CALENDAR.value, (f"due at the next calendar boundary: drift {abs(dev[worst]):.2%} >= "
-                                              f"min_deviation {spec.min_deviation:.2%}")
-    desired = None
-    if spec.rebalance_to is not None and reason in (Reason.THRESHOLD.value, Reason.CALENDAR.value):
-        desired = spec.rebalance_to({a: weights.get(a, 0.0) for a in [*targets, quote]}, targets, thresholds)
-    return Preview(spec, reason, why, holdings, used, {c: source[c] for c in used}, targets, thresholds, desired,
-                   slippage_bps)
+        reason, why = Reason.START.value, f"the buy-in of {what} into the targets"
+    else:
+        reason, why = _decide(spec, weights, targets, thresholds)
+        if spec.rebalance_to is not None and reason in (Reason.THRESHOLD.value, Reason.CALENDAR.value):
+            desired = spec.rebalance_to({a: weights.get(a, 0.0) for a in [*targets, quote]}, targets, thresholds)
+    plan = plan_rebalance(holdings, fpx, targets, quote, desired=desired, rules=spec.rules, fee_rate=spec.fee_rate)
+    after = _weights(plan.expected_holdings, used, quote)
+    legs = [{"symbol": leg.symbol, "side": leg.side.value, "quantity": leg.quantity, "price": leg.expected_price,
+             "notional": leg.notional, "fee": leg.notional * spec.fee_rate,
+             "slippage": leg.notional * slippage_bps / BPS} for leg in plan.legs]
+    fees = sum((leg["fee"] for leg in legs), ZERO)
+    slippage = sum((leg["slippage"] for leg in legs), ZERO)
+    value = value_at(holdings, used, quote)[0]
+    return {
+        "portfolio": spec.name, "quote": quote, "mode": spec.mode, "observe": spec.mode == "observe",
+        "reason": reason, "why": why, "rebalance_to": "band edge" if desired else "band centre",
+        "prices": used, "price_source": {c: source[c] for c in used}, "holdings": holdings, "value": value,
+        "coins": {c: {"target": t, "weight": weights.get(c, 0.0), "deviation": weights.get(c, 0.0) - t,
+                      "band": thresholds.get(c), "after": after.get(c, 0.0)} for c, t in targets.items()},
+        "legs": legs,
+        "sells": sum((leg["notional"] for leg in legs if leg["side"] == "sell"), ZERO),
+        "buys": sum((leg["notional"] for leg in legs if leg["side"] == "buy"), ZERO),
+        "fee_rate": spec.fee_rate, "slippage_bps": slippage_bps, "fees": fees, "slippage": slippage,
+        "cost": fees + slippage, "cost_ratio": float((fees + slippage) / value) if value > 0 else 0.0,
+        "expected_holdings": plan.expected_holdings, "expected_residual_drift": plan.residual_drift,
+    }
 
 
 def _preview_args(p: argparse.ArgumentParser) -> None:
@@ -352,10 +323,9 @@ def preview(args: argparse.Namespace) -> int:
             conn.close()
     slippage = Decimal(repr(config.venue.slippage_bps))
     where = f"ledger {args.ledger}" if args.ledger else ""
-    previews = [build_preview(s, held[s.name], prices, source, slippage, where) for s in chosen]
-    out = {p.spec.name: p.as_dict() for p in previews}
+    out = {s.name: build_preview(s, held[s.name], prices, source, slippage, where) for s in chosen}
     if args.json:
-        sys.stdout.buffer.write(to_json({"config": args.config, "portfolios": out}) + b"\n")
+        sys.stdout.write(to_json({"config": args.config, "portfolios": out}).decode() + "\n")
         return 0
     print_previews(out)
     return 0
@@ -369,7 +339,7 @@ def _num(x: Decimal | float | None, places: int = 2) -> str:
 
 
 def _qty(q: Decimal) -> str:
-    return format(q.normalize(), "f") if q == q else str(q)
+    return format(q.quantize(Decimal("1e-8")).normalize(), "f")
 
 
 def print_ledger(path: str, summaries: Mapping[str, dict[str, Any]]) -> None:
@@ -389,7 +359,7 @@ def print_ledger(path: str, summaries: Mapping[str, dict[str, Any]]) -> None:
         for col in ("asset", "quantity", f"last fill price ({q})", f"value ({q})", "weight", "HODL quantity"):
             table.add_column(col, justify="left" if col == "asset" else "right")
         total = s["value"]
-        for asset in dict.fromkeys([*s["holdings"], *s["hodl"]]):
+        for asset in sorted({*s["holdings"], *s["hodl"]}, key=lambda a: (a == q, a)):
             qty = s["holdings"].get(asset, ZERO)
             px = Decimal(1) if asset == q else coins.get(asset)
             val = qty * px if px is not None else None
@@ -447,10 +417,11 @@ def print_previews(previews: Mapping[str, dict[str, Any]]) -> None:
             legs.add_row(side, leg["symbol"], _qty(leg["quantity"]), _num(leg["price"]), _num(leg["notional"]),
                          _num(leg["fee"], 4), _num(leg["slippage"], 4))
         console.print(legs)
-        console.print(f"sells {_num(p['sells'])} · buys {_num(p['buys'])} {q} · fees {_num(p['fees'], 4)} "
-                      f"(fee rate {p['fee_rate']}) · slippage {_num(p['slippage'], 4)} ({p['slippage_bps']} bps) · "
-                      f"cost {_num(p['cost'], 4)} {q} = {p['cost_ratio']:.3%} of {_num(p['value'])} · "
-                      f"expected residual drift after fees {p['expected_residual_drift']:.3%}")
+        console.print(f"sells {_num(p['sells'])} {q} · buys {_num(p['buys'])} {q} · expected residual drift after "
+                      f"fees {p['expected_residual_drift']:.3%}")
+        console.print(f"costs: fees {_num(p['fees'], 4)} (fee rate {p['fee_rate']}) + slippage {_num(p['slippage'], 4)} "
+                      f"({p['slippage_bps']} bps) = {_num(p['cost'], 4)} {q}, {p['cost_ratio']:.3%} of the value "
+                      f"{_num(p['value'])} {q}")
         if p["observe"]:
             console.print("[blue]observe mode:[/] keel would publish this intent and send no order")
         console.print()

@@ -65,7 +65,6 @@ CREATE TABLE IF NOT EXISTS fills(
     fee TEXT NOT NULL, fee_asset TEXT NOT NULL, ts_ns INTEGER NOT NULL, venue_order_id TEXT NOT NULL,
     PRIMARY KEY (symbol, trade_id)) STRICT;
 CREATE INDEX IF NOT EXISTS fills_portfolio ON fills(portfolio);
-CREATE INDEX IF NOT EXISTS fills_order ON fills(client_order_id);
 CREATE TABLE IF NOT EXISTS snapshots(
     portfolio TEXT NOT NULL, ts_ns INTEGER NOT NULL, holdings TEXT NOT NULL, PRIMARY KEY (portfolio, ts_ns)) STRICT;
 CREATE TABLE IF NOT EXISTS outbox(
@@ -114,13 +113,13 @@ def to_json(value: object) -> bytes:
     return orjson.dumps(value, default=_json_default)
 
 
-def fill_event(portfolio: str, fill: Fill) -> bytes:
-    """The outbox payload of a committed fill."""
-    return to_json({
+def fill_event(portfolio: str, fill: Fill, quantity: str, price: str, fee: str) -> bytes:
+    """The outbox payload of a committed fill (money already rendered by `money`)."""
+    return orjson.dumps({
         "event": "fill", "portfolio": portfolio, "intent_id": fill.client_order_id[1:17],
-        "client_order_id": fill.client_order_id, "trade_id": fill.trade_id, "order_id": fill.order_id,
-        "symbol": fill.symbol, "side": fill.side.value, "quantity": fill.quantity, "price": fill.price,
-        "fee": fill.fee, "fee_asset": fill.fee_asset, "ts_ns": fill.ts_ns,
+        "client_order_id": fill.client_order_id, "trade_id": str(fill.trade_id), "order_id": fill.order_id,
+        "symbol": fill.symbol, "side": fill.side.value, "quantity": quantity, "price": price, "fee": fee,
+        "fee_asset": fill.fee_asset, "ts_ns": fill.ts_ns,
     })
 
 

@@ -212,16 +212,17 @@ def _insert_fills(cur: sqlite3.Cursor, ctx: WriteContext, fills: Iterable[Fill],
         portfolio, symbol, side, _ = row
         if f.symbol != symbol or Side(f.side).value != side:
             raise LedgerInputError(f"fill {f.trade_id} is {f.side.value} {f.symbol}; order {f.client_order_id} is {side} {symbol}")
+        quantity, price, fee = money(f.quantity), money(f.price), money(f.fee)
         if not f.quantity > 0 or not f.price > 0 or f.fee < 0:
-            raise LedgerInputError(f"fill {f.trade_id}: quantity {f.quantity}, price {f.price}, fee {f.fee}")
+            raise LedgerInputError(f"fill {f.trade_id}: quantity {quantity}, price {price}, fee {fee}")
         cur.execute(
             "INSERT INTO fills(trade_id, client_order_id, portfolio, symbol, side, quantity, price, fee, fee_asset,"
             " ts_ns, venue_order_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(symbol, trade_id) DO NOTHING",
-            (str(f.trade_id), f.client_order_id, portfolio, f.symbol, side, money(f.quantity), money(f.price),
-             money(f.fee), f.fee_asset, f.ts_ns, f.order_id))
+            (str(f.trade_id), f.client_order_id, portfolio, f.symbol, side, quantity, price, fee, f.fee_asset,
+             f.ts_ns, f.order_id))
         if cur.rowcount == 1:
             new.append(f)
-            ctx.emit(cur, f"{portfolio}/fill", fill_event(portfolio, f))
+            ctx.emit(cur, f"{portfolio}/fill", fill_event(portfolio, f, quantity, price, fee))
             continue
         seen = cur.execute("SELECT client_order_id, quantity, price FROM fills WHERE symbol = ? AND trade_id = ?",
                            (f.symbol, str(f.trade_id))).fetchone()

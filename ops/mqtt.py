@@ -190,7 +190,7 @@ class MqttBridge:
 
     @property
     def connected(self) -> bool:
-        """True while a broker session is established."""
+        """True while a broker session is up, subscribed to commands and `online` has been published."""
         return self._connected
 
     async def wait_until(self, predicate: Callable[[], bool], timeout_secs: float) -> None:
@@ -254,16 +254,17 @@ class MqttBridge:
             self.counters.connects += 1
             if self.counters.connects > 1:
                 self.counters.reconnects += 1
-            log.info("MQTT connected to %s:%d as %s", self._config.host, self._config.port, self._config.client_id)
-            self._set_connected(True)
             try:
                 async with asyncio.TaskGroup() as tg:
                     # The receiver goes first: it is what notices a lost connection (aiomqtt does not wake a
                     # publish waiting for its acknowledgement), and it cancels everything here when it does.
                     tg.create_task(self._receive_commands(client), name="mqtt-receive")
+                    await client.subscribe(self._command_filter, qos=1)
                     await client.publish(self._status_topic, ONLINE, qos=1, retain=True)
                     self.counters.published += 1
-                    await client.subscribe(self._command_filter, qos=1)
+                    log.info("MQTT connected to %s:%d as %s", self._config.host, self._config.port,
+                             self._config.client_id)
+                    self._set_connected(True)  # online: commands are accepted from here on
                     tg.create_task(self._publish_outbox(client), name="mqtt-outbox")
                     tg.create_task(self._publish_state(client), name="mqtt-state")
                     tg.create_task(self._publish_answers(client), name="mqtt-answers")

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections import deque
+from contextvars import ContextVar
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +33,7 @@ from ops.specs import portfolio_specs
 
 log = logging.getLogger(__name__)
 SEC = 1_000_000_000
+_DECIDING: ContextVar[str] = ContextVar("keel_deciding_intent", default="")
 
 
 class Halt(Exception):
@@ -62,6 +64,7 @@ class Service:
         self.halted: str | None = None
         self.metrics_port: int | None = None
         self.recovery: Any = None
+        self.quotes: dict[str, dict[str, tuple[float, float]]] = {}
 
     # state for views -----------------------------------------------------------------------------
 
@@ -139,15 +142,30 @@ class Service:
             from ops.venues.paper import PaperVenue
 
             book = engine.book
+            quotes = self.quotes
 
             def price_of(symbol: str) -> tuple[float, float]:
+                touch = quotes.get(_DECIDING.get(), {}).get(symbol)
+                if touch is not None:
+                    return touch
                 i = book.index(symbol)
                 if i < 0 or not book.has_price(i):
                     raise KeyError(f"no price for {symbol}")
                 return book.bid[i], book.ask[i]
 
+            class DecisionPricedPaperVenue(PaperVenue):
+                """Paper fills at the touch of the moment the intent was decided, as the backtest fills,
+                so a recorded live run and its replay follow the same holdings (latency delays the answer)."""
+
+                async def place_order(self, order: Any) -> Any:
+                    token = _DECIDING.set(order.intent_id)
+                    try:
+                        return await super().place_order(order)
+                    finally:
+                        _DECIDING.reset(token)
+
             journal = Path(self.config.ledger.path).with_suffix(".paper-venue.sqlite")
-            return PaperVenue(price_of, fee_rate=v.fee_rate, slippage_bps=Decimal(repr(v.slippage_bps)), rules=rules,
+            return DecisionPricedPaperVenue(price_of, fee_rate=v.fee_rate, slippage_bps=Decimal(repr(v.slippage_bps)), rules=rules,
                               latency_ms=v.latency_ms, journal=journal)
         from ops.venues.ccxt_venue import CcxtVenue
 
@@ -166,7 +184,9 @@ class Service:
         """Hand the engine's intents to the actor (observe-mode start-ins are filled virtually)."""
         assert self.actor is not None and self.engine is not None
         now = time.time_ns()
+        book = self.engine.book
         for intent in intents:
+            self.quotes[intent.id] = {s: (book.bid[book.index(s)], book.ask[book.index(s)]) for s in intent.prices}
             self.recent_intents.append(intent)
             self.all_intents.append(intent)
             self.sensor.on_intent(intent, max(0, now - cause_ns))
@@ -200,6 +220,7 @@ class Service:
     def on_done(self, intent: Intent, outcome: str) -> None:
         """An intent finished executing."""
         assert self.engine is not None
+        self.quotes.pop(intent.id, None)
         self.engine.intent_done(intent.portfolio, intent)
         self.events.append(f"{intent.portfolio}: {intent.reason.value} rebalance {outcome}")
 
