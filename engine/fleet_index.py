@@ -35,7 +35,7 @@ class SymbolBands:
 
     __slots__ = (
         "hi_p", "hi_start", "hi_vals", "hi_ver", "lo_end", "lo_p", "lo_vals", "lo_ver",
-        "phi", "plo", "pn", "pp", "pver",
+        "pend", "pn",
     )
 
     def __init__(self) -> None:
@@ -48,10 +48,7 @@ class SymbolBands:
         self.hi_ver: U32 = np.zeros(0, dtype=np.uint32)
         self.hi_start = 0  # entries [:hi_start] of the hi-sorted arrays are consumed
         self.pn = 0
-        self.pp: I32 = np.zeros(64, dtype=np.int32)
-        self.pver: U32 = np.zeros(64, dtype=np.uint32)
-        self.plo: F64 = np.zeros(64)
-        self.phi: F64 = np.zeros(64)
+        self.pend: F64 = np.zeros((64, 4))  # pending rows: portfolio, version, lo, hi (ints exact in a float)
 
     def set_sorted(self, p: I32, ver: U32, lo: F64, hi: F64) -> None:
         """Replace the sorted arrays with these entries (any order) and empty the pending buffer."""
@@ -66,23 +63,24 @@ class SymbolBands:
     def append(self, p: I32, ver: U32, lo: F64, hi: F64) -> None:
         """Add entries to the pending buffer (growing it by doubling)."""
         n, k = self.pn, int(p.shape[0])
-        if n + k > self.pp.shape[0]:
-            cap = max(2 * self.pp.shape[0], n + k)
-            for name in ("pp", "pver", "plo", "phi"):
-                old = getattr(self, name)
-                new = np.empty(cap, dtype=old.dtype)
-                new[:n] = old[:n]
-                setattr(self, name, new)
-        self.pp[n:n + k] = p
-        self.pver[n:n + k] = ver
-        self.plo[n:n + k] = lo
-        self.phi[n:n + k] = hi
+        if n + k > self.pend.shape[0]:
+            new = np.empty((max(2 * self.pend.shape[0], n + k), 4))
+            new[:n] = self.pend[:n]
+            self.pend = new
+        block = self.pend[n:n + k]
+        block[:, 0] = p
+        block[:, 1] = ver
+        block[:, 2] = lo
+        block[:, 3] = hi
         self.pn = n + k
+
+    def _pending(self, rows: slice | npt.NDArray[np.intp]) -> tuple[I32, U32, F64, F64]:
+        block = self.pend[rows]
+        return block[:, 0].astype(np.int32), block[:, 1].astype(np.uint32), block[:, 2], block[:, 3]
 
     def merge(self, cur_ver: U32) -> None:
         """Fold the live pending entries into the sorted arrays, dropping every stale entry."""
-        n = self.pn
-        pp, pver, plo, phi = self.pp[:n], self.pver[:n], self.plo[:n], self.phi[:n]
+        pp, pver, plo, phi = self._pending(slice(0, self.pn))
         live = pver == cur_ver[pp]
         pp, pver, plo, phi = pp[live], pver[live], plo[live], phi[live]
         e = self.lo_end
@@ -116,16 +114,14 @@ class SymbolBands:
                 self.hi_start = c
         n = self.pn
         if n:
-            out = (self.plo[:n] > m) | (self.phi[:n] < m)
+            block = self.pend[:n]
+            out = (block[:, 2] > m) | (block[:, 3] < m)
             if out.any():
-                idx = np.flatnonzero(out)
-                p = self.pp[idx]
-                found.append(p[self.pver[idx] == cur_ver[p]])
-                keep = np.flatnonzero(~out)
-                k = int(keep.shape[0])
-                for arr in (self.pp, self.pver, self.plo, self.phi):
-                    arr[:k] = arr[keep]
-                self.pn = k
+                p, ver, _, _ = self._pending(np.flatnonzero(out))
+                found.append(p[ver == cur_ver[p]])
+                kept = block[~out]
+                self.pn = int(kept.shape[0])
+                self.pend[:self.pn] = kept
         return found
 
     def sorted_size(self) -> int:

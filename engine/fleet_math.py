@@ -28,9 +28,7 @@ BOOL = npt.NDArray[np.bool_]
 def row_values(q: F64, px: F64) -> tuple[F64, F64]:
     """Values `q * p` per slot and the totals, summed left to right in asset order."""
     v = q * px
-    total = v[:, 0].copy()
-    for j in range(1, v.shape[1]):
-        total += v[:, j]
+    total: F64 = np.add.accumulate(v, axis=1)[:, -1]  # accumulate adds strictly left to right
     return v, total
 
 

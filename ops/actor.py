@@ -10,47 +10,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from decimal import Decimal
 
 from engine.execution import buy_orders, sell_orders
 from engine.sensor import NULL_SENSOR, Sensor
 from engine.types import Fill, Intent, Order, Side, SymbolRules, split_symbol
 from ops.actor_messages import (
+    ActorCallbackFailed,
     ActorMessage,
     Backoff,
     ExecuteIntent,
     LegOutcome,
+    LegProgress,
     Mailbox,
     Reconcile,
     RecoverySummary,
     Stop,
+    intent_outcome,
+    intent_problem,
+    leg_outcome,
+    refused,
 )
 from ops.ledger import DuplicateOrder, Ledger, LedgerError, LedgerInputError
 from ops.ledger_sync import PutIntent, PutOrderReport, PutOrders, SetIntentStatus, SetOrderStatus, WriteOp
-from ops.venues.base import (
-    TERMINAL,
-    InsufficientFunds,
-    OrderRejected,
-    OrderReport,
-    OrderStatus,
-    OrderUnknownState,
-    RateLimited,
-    Venue,
-    VenueError,
-    VenueUnavailable,
-)
+from ops.venues.base import TERMINAL, OrderReport, RateLimited, Venue, VenueError, VenueUnavailable
+
+__all__ = ["ActorCallbackFailed", "ExecuteIntent", "ExecutionActor", "Reconcile", "RecoverySummary", "Stop"]
 
 log = logging.getLogger(__name__)
-
-_INTENT_ID = re.compile(r"^[0-9a-f]{16}$")
-
-
-class ActorCallbackFailed(RuntimeError):
-    """`on_fill` or `on_done` raised: the engine no longer matches the ledger, so the actor stops."""
 
 
 class _Duplicate(Exception):
@@ -59,29 +49,6 @@ class _Duplicate(Exception):
 
 class _BadReport(Exception):
     """The venue's report does not fit the recorded order."""
-
-
-@dataclass(slots=True)
-class _LegState:
-    """What one leg has reported so far (statuses sent to the sensor, new fills committed)."""
-
-    side: str
-    seen: set[str] = field(default_factory=set)
-    new_fills: int = 0
-
-
-def _refused(exc: VenueError) -> bool:
-    """The venue refused the order outright: nothing is live (auth is `VenueAuthFailed` of the ccxt venue)."""
-    return not isinstance(exc, OrderUnknownState) and (
-        isinstance(exc, InsufficientFunds | OrderRejected) or exc.kind == "auth")
-
-
-def _leg_outcome(report: OrderReport) -> LegOutcome:
-    if report.status is OrderStatus.FILLED:
-        return LegOutcome.FILLED
-    if report.status not in TERMINAL:
-        return LegOutcome.UNKNOWN
-    return LegOutcome.PARTIAL if report.filled_quantity > 0 or report.fills else LegOutcome.FAILED
 
 
 class ExecutionActor:
@@ -156,53 +123,35 @@ class ExecutionActor:
         self._mailbox.put(msg)
 
     async def run(self) -> None:
-        """Process messages until `Stop`, then wait for the intents in flight; re-raises a failed callback."""
+        """Process messages until `Stop`, then wait for the intents in flight; raises when a callback failed."""
         log.info("execution actor running on %s", self._venue.name)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 while self._stop is None:
-                    await self._handle(await self._mailbox.get())
+                    msg = await self._mailbox.get()
+                    if isinstance(msg, ExecuteIntent):
+                        await self._accept(msg.intent)
+                    elif isinstance(msg, Reconcile):
+                        if not self._reconciling:
+                            self._reconciling = True
+                            tg.create_task(self._reconcile_task(), name="reconcile")
+                    else:
+                        await self._begin_stop(msg)
         finally:
             self._tg = None
         await self._park_leftovers()
         log.info("execution actor stopped")
 
-    async def _handle(self, msg: ActorMessage) -> None:
-        if isinstance(msg, ExecuteIntent):
-            await self._accept(msg.intent)
-        elif isinstance(msg, Reconcile):
-            if not self._reconciling and self._tg is not None:
-                self._reconciling = True
-                self._tg.create_task(self._reconcile_task(), name="reconcile")
-        else:
-            await self._begin_stop(msg)
-
     # intents --------------------------------------------------------------------------------------
-
-    def _check(self, intent: Intent) -> str | None:
-        """Why an intent cannot be executed, or None."""
-        if not _INTENT_ID.match(intent.id):
-            return f"intent id {intent.id!r} is not 16 hex digits"
-        try:
-            quote = self._quote_of(intent.portfolio)
-        except KeyError:
-            return f"unknown portfolio {intent.portfolio!r}"
-        for leg in intent.legs:
-            try:
-                _, leg_quote = split_symbol(leg.symbol)
-            except ValueError as exc:
-                return str(exc)
-            if leg_quote != quote:
-                return f"leg {leg.symbol} is not in the portfolio's quote {quote}"
-            if not (leg.quantity.is_finite() and leg.quantity >= 0 and leg.expected_price.is_finite()
-                    and leg.expected_price > 0 and leg.notional.is_finite() and leg.notional >= 0):
-                return f"leg {leg.symbol}: quantity {leg.quantity}, price {leg.expected_price}, notional {leg.notional}"
-        return None
 
     async def _accept(self, intent: Intent) -> None:
         p = intent.portfolio
-        problem = self._check(intent)
+        try:
+            quote: str | None = self._quote_of(p)
+        except KeyError:
+            quote = None
+        problem = intent_problem(intent, quote)
         try:
             if problem is not None:
                 log.error("intent %s for %s refused: %s", intent.id, p, problem)
@@ -219,27 +168,32 @@ class ExecutionActor:
                 log.error("intent %s for %s refused: trading is halted", intent.id, p)
                 self._done(intent, "failed")
             elif p in self._active:
-                old = self._pending.get(p)
-                self._pending[p] = intent
-                ops: list[WriteOp] = [PutIntent(intent, "new")]
-                if old is not None:
-                    ops.append(SetIntentStatus(old.id, "superseded"))
-                try:
-                    await self._write(p, ops)
-                except (LedgerError, LedgerInputError):
-                    if self._pending.get(p) is intent:
-                        del self._pending[p]
-                        if old is not None:
-                            self._pending[p] = old
-                    raise
-                if old is not None:
-                    log.info("intent %s for %s superseded by %s before it started", old.id, p, intent.id)
+                await self._queue_behind(intent)
             else:
                 self._start(intent, recorded=False)
         except (LedgerError, LedgerInputError) as exc:
             log.error("intent %s for %s not accepted: %s", intent.id, p, exc)
             if not intent.observe:
                 self._done(intent, "failed")
+
+    async def _queue_behind(self, intent: Intent) -> None:
+        """The portfolio is busy: this intent waits, replacing (superseding) one that waited already."""
+        p = intent.portfolio
+        old = self._pending.get(p)
+        self._pending[p] = intent
+        ops: list[WriteOp] = [PutIntent(intent, "new")]
+        if old is not None:
+            ops.append(SetIntentStatus(old.id, "superseded"))
+        try:
+            await self._write(p, ops)
+        except (LedgerError, LedgerInputError):
+            if self._pending.get(p) is intent:
+                del self._pending[p]
+                if old is not None:
+                    self._pending[p] = old
+            raise
+        if old is not None:
+            log.info("intent %s for %s superseded by %s before it started", old.id, p, intent.id)
 
     def _start(self, intent: Intent, *, recorded: bool) -> None:
         if self._tg is None:
@@ -254,11 +208,10 @@ class ExecutionActor:
         p = intent.portfolio
         try:
             try:
-                outcome = await self._execute(intent, recorded)
+                outcome: str | None = await self._execute(intent, recorded)
             except _Duplicate:
                 log.warning("intent %s for %s is already in the ledger: not executed again", intent.id, p)
-                self._done(intent, "failed")
-                return
+                outcome = None
             except (LedgerError, ActorCallbackFailed):
                 if self._fatal is not None:
                     raise
@@ -267,7 +220,10 @@ class ExecutionActor:
                 log.exception("intent %s for %s failed unexpectedly", intent.id, p)
                 self._sensor.on_execution_error(p, "internal")
                 outcome = "failed"
-            await self._conclude(intent, outcome)
+            if outcome is None:
+                self._done(intent, "failed")
+            else:
+                await self._conclude(intent, outcome)
         finally:
             self._active.pop(p, None)
         nxt = None if self._parking() else self._pending.pop(p, None)
@@ -288,12 +244,9 @@ class ExecutionActor:
     async def _execute(self, intent: Intent, recorded: bool) -> str:
         """Run one intent's sells then buys; returns its outcome: complete | partial | failed | parked."""
         p = intent.portfolio
-        if recorded:
-            await self._write(p, [SetIntentStatus(intent.id, "executing")])
-        elif not (await self._write(p, [PutIntent(intent, "executing")]))[0]:
-            raise _Duplicate
         log.info("intent %s for %s started (%s, drift %.4f, %d legs)", intent.id, p, intent.reason.value,
                  intent.drift, len(intent.legs))
+        head: list[WriteOp] = [SetIntentStatus(intent.id, "executing") if recorded else PutIntent(intent, "executing")]
         results: list[LegOutcome] = []
         parked = False
         for side in (Side.SELL, Side.BUY):
@@ -307,34 +260,41 @@ class ExecutionActor:
             else:
                 orders = buy_orders(intent, self._holdings_of(p), self._quote_of(p), self._fee_rate_of(p),
                                     self._rules_of(p))
-            results += await self._run_phase(intent, orders)
+            results += await self._run_phase(intent, orders, head)
+            head = []
             self._raise_if_fatal()
-        if self.halted:
-            return "failed"
-        if parked or LegOutcome.PARKED in results:
-            return "parked"
-        if len(results) == len(intent.legs) and all(r is LegOutcome.FILLED for r in results):
-            return "complete"
-        if any(r in (LegOutcome.FILLED, LegOutcome.PARTIAL, LegOutcome.UNKNOWN) for r in results):
-            return "partial"
-        return "failed"
+        if head:
+            await self._run_phase(intent, [], head)
+        return "failed" if self.halted else intent_outcome(len(intent.legs), results, parked)
 
-    async def _run_phase(self, intent: Intent, orders: list[Order]) -> list[LegOutcome]:
-        if not orders:
-            return []
+    async def _run_phase(self, intent: Intent, orders: list[Order], head: list[WriteOp]) -> list[LegOutcome]:
+        """Commit the phase's orders as pending (with the intent's own first write, if any), then run its legs."""
+        p = intent.portfolio
+        cids = [o.client_order_id for o in orders]
+        self._live.update(cids)  # from before they are recorded: a concurrent Reconcile must leave them alone
         try:
-            await self._write(intent.portfolio, [PutOrders(tuple(orders))])
-            recorded = True
-        except LedgerInputError:
-            recorded = False  # one of them is refused (a duplicate?): record them one by one
-        return list(await asyncio.gather(*(self._leg(intent, o, recorded) for o in orders)))
+            recorded, written = False, []
+            if orders:
+                try:
+                    written = await self._write(p, [*head, PutOrders(tuple(orders))])
+                    recorded = True
+                except LedgerInputError:
+                    pass  # one of them is refused (a duplicate?): the head alone, then the orders one by one
+            if head and not recorded:
+                written = await self._write(p, head)
+            if head and isinstance(head[0], PutIntent) and not written[0]:
+                if recorded:
+                    await self._write(p, [SetOrderStatus(c, "not_placed", "duplicate intent") for c in cids])
+                raise _Duplicate
+            return list(await asyncio.gather(*(self._leg(intent, o, recorded) for o in orders)))
+        finally:
+            self._live.difference_update(cids)
 
     # one leg --------------------------------------------------------------------------------------
 
     async def _leg(self, intent: Intent, order: Order, recorded: bool) -> LegOutcome:
         p, cid = intent.portfolio, order.client_order_id
-        state = _LegState(order.side.value)
-        self._live.add(cid)
+        state = LegProgress(order.side.value)
         try:
             if not recorded:
                 try:
@@ -358,8 +318,6 @@ class ExecutionActor:
             log.exception("order %s failed unexpectedly; left to Reconcile", cid)
             self._sensor.on_execution_error(p, "internal")
             return LegOutcome.UNKNOWN
-        finally:
-            self._live.discard(cid)
 
     async def _send(self, p: str, order: Order) -> OrderReport | LegOutcome:
         """Place the order; resend the SAME client order id only after the venue refused it for now."""
@@ -368,9 +326,10 @@ class ExecutionActor:
         attempt = 0
         while True:
             self._sensor.on_order(p, order.symbol, side, "sent")
-            log.info("order %s sent: %s %s %s", cid, side,
-                     f"{order.quote_quantity} quote of" if order.quote_quantity is not None else order.quantity,
-                     order.symbol)
+            if order.quote_quantity is not None:
+                log.info("order %s sent: %s %s (quote) worth of %s", cid, side, order.quote_quantity, order.symbol)
+            else:
+                log.info("order %s sent: %s %s %s", cid, side, order.quantity, order.symbol)
             try:
                 return await self._venue.place_order(order)
             except (RateLimited, VenueUnavailable) as exc:
@@ -386,7 +345,7 @@ class ExecutionActor:
                 attempt += 1
             except VenueError as exc:
                 self._sensor.on_execution_error(p, exc.kind)
-                if _refused(exc):
+                if refused(exc):
                     await self._write(p, [SetOrderStatus(cid, "rejected", f"{exc.kind}: {exc}")])
                     self._sensor.on_order(p, order.symbol, side, "rejected")
                     log.warning("order %s rejected (%s): %s", cid, exc.kind, exc)
@@ -411,7 +370,7 @@ class ExecutionActor:
         log.warning("order %s not placed: %s", order.client_order_id, reason)
 
     async def _settle(self, p: str, intent_ts_ns: int, order: Order, report: OrderReport,
-                      state: _LegState) -> LegOutcome:
+                      state: LegProgress) -> LegOutcome:
         """Commit the report, poll until terminal (then cancel and look up once more); the leg's outcome."""
         cid, symbol = order.client_order_id, order.symbol
         await self._commit_report(p, intent_ts_ns, report, state)
@@ -444,9 +403,9 @@ class ExecutionActor:
             if final is not None:
                 report = final
                 await self._commit_report(p, intent_ts_ns, report, state)
-        return _leg_outcome(report)
+        return leg_outcome(report)
 
-    async def _commit_report(self, p: str, intent_ts_ns: int, report: OrderReport, state: _LegState) -> None:
+    async def _commit_report(self, p: str, intent_ts_ns: int, report: OrderReport, state: LegProgress) -> None:
         """Commit a report; then (only then) report and apply its NEW fills."""
         try:
             [new] = await self._write(p, [PutOrderReport(report)])
@@ -511,7 +470,7 @@ class ExecutionActor:
                 continue
             intent = await self._ledger.intent(order.intent_id)
             ts_ns = intent.intent.ts_ns if intent is not None else self._clock_ns()
-            state = _LegState(order.side.value)
+            state = LegProgress(order.side.value)
             try:
                 outcome = await self._settle(p, ts_ns, order, report, state)
             except _BadReport:

@@ -1,13 +1,25 @@
-"""The execution actor's closed set of messages, its bounded mailbox, and the small values it reports."""
+"""The execution actor's closed set of messages, its bounded mailbox, and its small values and pure rules."""
 from __future__ import annotations
 
 import asyncio
 import enum
 import random
+import re
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from engine.types import Intent
+from engine.types import Intent, split_symbol
+from ops.venues.base import (
+    TERMINAL,
+    InsufficientFunds,
+    OrderRejected,
+    OrderReport,
+    OrderStatus,
+    OrderUnknownState,
+    VenueError,
+)
+
+_INTENT_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +95,7 @@ class Mailbox:
             await self._ready.wait()
 
 
-class LegOutcome(str, enum.Enum):
+class LegOutcome(enum.StrEnum):
     """How one leg (order) of an intent ended."""
 
     FILLED = "filled"
@@ -115,3 +127,61 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before attempt `attempt` + 1."""
         return min(self.cap_secs, self.initial_secs * 2 ** min(attempt, 30)) * rng.uniform(0.5, 1.0)
+
+
+class ActorCallbackFailed(RuntimeError):
+    """`on_fill` or `on_done` raised: the engine no longer matches the ledger, so the actor stops."""
+
+
+@dataclass(slots=True)
+class LegProgress:
+    """What one leg has reported so far: statuses sent to the sensor, new fills committed."""
+
+    side: str
+    seen: set[str] = field(default_factory=set)
+    new_fills: int = 0
+
+
+def refused(exc: VenueError) -> bool:
+    """The venue refused the order outright, so nothing is live (auth is the ccxt venue's `VenueAuthFailed`)."""
+    return not isinstance(exc, OrderUnknownState) and (
+        isinstance(exc, InsufficientFunds | OrderRejected) or exc.kind == "auth")
+
+
+def leg_outcome(report: OrderReport) -> LegOutcome:
+    """How a leg ended, from the venue's last report."""
+    if report.status is OrderStatus.FILLED:
+        return LegOutcome.FILLED
+    if report.status not in TERMINAL:
+        return LegOutcome.UNKNOWN
+    return LegOutcome.PARTIAL if report.filled_quantity > 0 or report.fills else LegOutcome.FAILED
+
+
+def intent_outcome(planned_legs: int, results: list[LegOutcome], parked: bool) -> str:
+    """complete (every planned leg filled) | partial (something traded or may have) | failed | parked."""
+    if parked or LegOutcome.PARKED in results:
+        return "parked"
+    if len(results) == planned_legs and all(r is LegOutcome.FILLED for r in results):
+        return "complete"
+    if any(r in (LegOutcome.FILLED, LegOutcome.PARTIAL, LegOutcome.UNKNOWN) for r in results):
+        return "partial"
+    return "failed"
+
+
+def intent_problem(intent: Intent, quote: str | None) -> str | None:
+    """Why an intent cannot be executed (None when it can); `quote` is None for an unknown portfolio."""
+    if not _INTENT_ID.match(intent.id):
+        return f"intent id {intent.id!r} is not 16 hex digits"
+    if quote is None:
+        return f"unknown portfolio {intent.portfolio!r}"
+    for leg in intent.legs:
+        try:
+            _, leg_quote = split_symbol(leg.symbol)
+        except ValueError as exc:
+            return str(exc)
+        if leg_quote != quote:
+            return f"leg {leg.symbol} is not in the portfolio's quote {quote}"
+        if not (leg.quantity.is_finite() and leg.quantity >= 0 and leg.expected_price.is_finite()
+                and leg.expected_price > 0 and leg.notional.is_finite() and leg.notional >= 0):
+            return f"leg {leg.symbol}: quantity {leg.quantity}, price {leg.expected_price}, notional {leg.notional}"
+    return None

@@ -243,7 +243,11 @@ def build_preview(spec: PortfolioSpec, holdings: dict[str, Decimal] | None, pric
     else:
         reason, why = _decide(spec, weights, targets, thresholds)
         if spec.rebalance_to is not None and reason in (Reason.THRESHOLD.value, Reason.CALENDAR.value):
-            desired = spec.rebalance_to({a: weights.get(a, 0.0) for a in [*targets, quote]}, targets, thresholds)
+            assets = [*(c for c in targets if c != quote), quote]  # the weights the engine hands its edge policy
+            try:
+                desired = spec.rebalance_to({a: weights.get(a, 0.0) for a in assets}, targets, thresholds)
+            except ValueError as e:
+                raise CommandError(f"portfolio {spec.name}: the engine's edge policy fails here too: {e}", 1) from None
     plan = plan_rebalance(holdings, fpx, targets, quote, desired=desired, rules=spec.rules, fee_rate=spec.fee_rate)
     after = _weights(plan.expected_holdings, used, quote)
     legs = [{"symbol": leg.symbol, "side": leg.side.value, "quantity": leg.quantity, "price": leg.expected_price,
@@ -300,7 +304,7 @@ def preview(args: argparse.Namespace) -> int:
             raise CommandError(f"--prices: {coin} is the quote (worth 1 by definition); remove it")
         if coin not in coins:
             raise CommandError(f"--prices: {coin} is not a coin of {', '.join(names)} ({', '.join(sorted(coins))})")
-    source = dict.fromkeys(prices, "given")
+    source = dict.fromkeys(prices, "--prices")
     held: dict[str, dict[str, Decimal] | None] = {n: None for n in names}
     if args.holdings is not None:
         basket = {*specs[names[0]].targets, specs[names[0]].quote}
@@ -318,7 +322,7 @@ def preview(args: argparse.Namespace) -> int:
             for symbol, (px, _) in last_prices(run_query(conn, q_fills())).items():
                 coin = split_symbol(symbol)[0]
                 if coin not in prices:
-                    prices[coin], source[coin] = px, "last fill in the ledger"
+                    prices[coin], source[coin] = px, "last fill"
         finally:
             conn.close()
     slippage = Decimal(repr(config.venue.slippage_bps))
@@ -356,7 +360,7 @@ def print_ledger(path: str, summaries: Mapping[str, dict[str, Any]]) -> None:
         q = s["quote"]
         coins = {split_symbol(sym)[0]: v["price"] for sym, v in s["prices"].items()}
         table = Table(title=f"{s['portfolio']} ({q}) in ledger {path}", title_justify="left")
-        for col in ("asset", "quantity", f"last fill price ({q})", f"value ({q})", "weight", "HODL quantity"):
+        for col in ("asset", "quantity", "last fill price", "value", "weight", "HODL quantity"):
             table.add_column(col, justify="left" if col == "asset" else "right")
         total = s["value"]
         for asset in sorted({*s["holdings"], *s["hodl"]}, key=lambda a: (a == q, a)):
@@ -396,8 +400,8 @@ def print_previews(previews: Mapping[str, dict[str, Any]]) -> None:
         console.print(f"[bold]{p['portfolio']}[/] ({q}, {p['mode']}): [bold]{p['reason']}[/], {p['why']}; "
                       f"trading to the {p['rebalance_to']}")
         coins = Table(title_justify="left", show_edge=False)
-        for col in ("coin", f"price ({q})", "price from", "weight", "target", "deviation", "band", "after"):
-            coins.add_column(col, justify="left" if col in ("coin", "price from") else "right")
+        for col in ("coin", "price", "from", "weight", "target", "deviation", "band", "after"):
+            coins.add_column(col, justify="left" if col in ("coin", "from") else "right")
         for c, v in p["coins"].items():
             band = v["band"]
             style = "red" if band is not None and abs(v["deviation"]) >= band else ""
@@ -410,7 +414,7 @@ def print_previews(previews: Mapping[str, dict[str, Any]]) -> None:
             console.print("nothing to trade (every leg would be under the minimum notional, or already on target)\n")
             continue
         legs = Table(show_edge=False)
-        for col in ("side", "symbol", "quantity", f"price ({q})", "notional", "fee", "slippage"):
+        for col in ("side", "symbol", "quantity", "price", "notional", "fee", "slippage"):
             legs.add_column(col, justify="left" if col in ("side", "symbol") else "right")
         for leg in p["legs"]:
             side = "[green]buy[/]" if leg["side"] == "buy" else "[red]sell[/]"

@@ -38,6 +38,7 @@ from ops.ledger_read import (
     UnknownOrder,
     connect_writer,
     holdings_from,
+    is_storage_error,
     q_fills,
     q_integrity_check,
     q_intent,
@@ -66,7 +67,6 @@ from ops.ledger_sync import (
     SetOrderStatus,
     WriteContext,
     WriteOp,
-    run_batch,
 )
 from ops.venues.base import OrderReport
 
@@ -86,6 +86,56 @@ class _Request:
     future: asyncio.Future[list[Any]]
 
 
+def run_batch(conn: sqlite3.Connection, ctx: WriteContext,
+              requests: Sequence[Sequence[WriteOp]]) -> list[list[Any] | Exception]:
+    """Run requests in ONE transaction; a refused request yields its exception and changes nothing.
+
+    Fast path: every request straight through. If one is refused, the transaction is rolled back and
+    the batch re-run with a savepoint per request. Storage errors are raised (after a rollback).
+    """
+    cur = conn.cursor()
+    try:
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes: list[list[Any] | Exception] = [[op.apply(cur, ctx) for op in ops] for ops in requests]
+        except Exception as exc:  # a refused request: redo the batch request by request
+            if is_storage_error(exc):
+                raise
+            _rollback(conn, ctx)
+            if len(requests) == 1:
+                return [exc]
+            cur.execute("BEGIN IMMEDIATE")
+            outcomes = [_in_savepoint(cur, ctx, ops) for ops in requests]
+        cur.execute("COMMIT")
+    except BaseException:
+        _rollback(conn, ctx)
+        raise
+    return outcomes
+
+
+def _in_savepoint(cur: sqlite3.Cursor, ctx: WriteContext, ops: Sequence[WriteOp]) -> list[Any] | Exception:
+    cur.execute("SAVEPOINT request")
+    try:
+        result: list[Any] | Exception = [op.apply(cur, ctx) for op in ops]
+    except Exception as exc:  # the request's own failure; storage failures abort the batch
+        if is_storage_error(exc):
+            raise
+        cur.execute("ROLLBACK TO request")
+        ctx.portfolios.clear()
+        result = exc
+    cur.execute("RELEASE request")
+    return result
+
+
+def _rollback(conn: sqlite3.Connection, ctx: WriteContext) -> None:
+    ctx.portfolios.clear()
+    if conn.in_transaction:
+        try:
+            conn.rollback()
+        except sqlite3.Error:
+            log.exception("ledger rollback failed")
+
+
 class Ledger:
     """The service's ledger. Open with `await Ledger.open(path)`; close with `await ledger.close()`."""
 
@@ -103,6 +153,8 @@ class Ledger:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._healthy = True
         self._closed = False
+        self.outbox_event = asyncio.Event()
+        self.outbox_event.set()  # a publisher starting up looks for rows left unpublished
         self._thread = threading.Thread(target=self._writer_loop, name="keel-ledger-writer", daemon=True)
         self._thread.start()
 
@@ -219,6 +271,10 @@ class Ledger:
         """The portfolio's holdings as the ledger has them (same as `rebuild_holdings`)."""
         return await self.rebuild_holdings(portfolio)
 
+    async def transfers(self, portfolio: str) -> list[tuple[str, Decimal]]:
+        """(asset, amount) of every transfer of a portfolio, in the order recorded."""
+        return [(asset, Decimal(amount)) for asset, amount in await self._read(q_transfers(portfolio))]
+
     async def open_orders(self) -> list[OrderRecord]:
         """Orders in a non-terminal status (pending, new, partially_filled, unknown)."""
         return await self._read(q_open_orders())
@@ -284,6 +340,7 @@ class Ledger:
         started = time.perf_counter()
         changes = self._conn.total_changes
         self._ctx.now_ns = self._clock_ns()
+        self._ctx.events = 0
         try:
             outcomes: list[Any] = run_batch(self._conn, self._ctx, [r.ops for r in batch])
             ok = True
@@ -291,16 +348,21 @@ class Ledger:
             ok = False
             log.error("ledger %s write failed, %d requests refused: %s", self.path, len(batch), exc)
             outcomes = [LedgerError(f"ledger {self.path} cannot write: {exc}") for _ in batch]
-        rows = self._conn.total_changes - changes
+        rows = self._conn.total_changes - changes if ok else 0
+        events = self._ctx.events if ok else 0
         try:
-            self._loop.call_soon_threadsafe(self._settle, batch, outcomes, ok, rows, time.perf_counter() - started)
+            self._loop.call_soon_threadsafe(self._settle, batch, outcomes, ok, rows, events,
+                                            time.perf_counter() - started)
         except RuntimeError:  # the event loop is gone: nobody is waiting any more
             log.warning("ledger %s: %d requests committed=%s after their event loop closed", self.path, len(batch), ok)
 
-    def _settle(self, batch: list[_Request], outcomes: list[Any], ok: bool, rows: int, seconds: float) -> None:
+    def _settle(self, batch: list[_Request], outcomes: list[Any], ok: bool, rows: int, events: int,
+                seconds: float) -> None:
         if ok:
             self.commits += 1
             self._sensor.on_ledger_commit(rows, seconds)
+            if events:
+                self.outbox_event.set()
         elif self._healthy:
             self._healthy = False
             log.critical("ledger %s is unhealthy: trading must halt", self.path)

@@ -28,13 +28,13 @@ from ops.ledger_read import (
     attempt_of,
     connect_writer,
     fill_event,
-    is_storage_error,
     money,
     to_json,
 )
 from ops.venues.base import OrderReport
 
 log = logging.getLogger(__name__)
+_TERMINAL_SQL = ", ".join(f"'{s}'" for s in sorted(VENUE_TERMINAL))
 
 # write operations -----------------------------------------------------------------------------------
 
@@ -46,6 +46,7 @@ class WriteContext:
     now_ns: int = 0
     outbox: bool = True
     portfolios: dict[str, str] = field(default_factory=dict)
+    events: int = 0
 
     def quote_of(self, cur: sqlite3.Cursor, portfolio: str) -> str:
         """The portfolio's quote currency; refuses a portfolio that was never recorded."""
@@ -61,6 +62,7 @@ class WriteContext:
         """Queue an outbox event in the current transaction (when this writer emits events)."""
         if self.outbox:
             cur.execute("INSERT INTO outbox(topic, payload, created_ns) VALUES (?, ?, ?)", (topic, payload, self.now_ns))
+            self.events += 1
 
 
 class WriteOp(Protocol):
@@ -166,10 +168,20 @@ class PutOrders:
 
     orders: tuple[Order, ...]
     status: str = "pending"
+    rows: tuple[tuple[Any, ...], ...] = field(init=False, repr=False, compare=False)
 
-    def apply(self, cur: sqlite3.Cursor, ctx: WriteContext) -> None:
+    def __post_init__(self) -> None:
         if self.status not in ORDER_STATUSES:
             raise LedgerInputError(f"order status {self.status!r} is not one of {', '.join(ORDER_STATUSES)}")
+        rows = []
+        for o in self.orders:
+            split_symbol(o.symbol)
+            rows.append((o.client_order_id, o.intent_id, o.portfolio, o.leg, attempt_of(o.client_order_id), o.symbol,
+                         Side(o.side).value, money(o.quantity),
+                         None if o.quote_quantity is None else money(o.quote_quantity), self.status))
+        object.__setattr__(self, "rows", tuple(rows))
+
+    def apply(self, cur: sqlite3.Cursor, ctx: WriteContext) -> None:
         owners: dict[str, str] = {}
         for o in self.orders:
             owner = owners.get(o.intent_id)
@@ -180,17 +192,17 @@ class PutOrders:
                 owner = owners[o.intent_id] = row[0]
             if owner != o.portfolio:
                 raise LedgerInputError(f"order {o.client_order_id} is for {o.portfolio}, its intent for {owner}")
-            split_symbol(o.symbol)
-            quote_qty = None if o.quote_quantity is None else money(o.quote_quantity)
-            try:
-                cur.execute(
-                    "INSERT INTO orders(client_order_id, intent_id, portfolio, leg, attempt, symbol, side, quantity,"
-                    " quote_quantity, status, venue_order_id, filled, created_ns, updated_ns, error)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '0', ?, ?, NULL)",
-                    (o.client_order_id, o.intent_id, o.portfolio, o.leg, attempt_of(o.client_order_id), o.symbol,
-                     Side(o.side).value, money(o.quantity), quote_qty, self.status, ctx.now_ns, ctx.now_ns))
-            except sqlite3.IntegrityError:
-                raise DuplicateOrder(f"order {o.client_order_id} is already in the ledger; it is never sent twice") from None
+        now = ctx.now_ns
+        try:
+            cur.executemany(
+                "INSERT INTO orders(client_order_id, intent_id, portfolio, leg, attempt, symbol, side, quantity,"
+                " quote_quantity, status, venue_order_id, filled, created_ns, updated_ns, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '0', ?, ?, NULL)", [(*r, now, now) for r in self.rows])
+        except sqlite3.IntegrityError:
+            cids = [o.client_order_id for o in self.orders]
+            known = [r[0] for r in cur.execute(
+                f"SELECT client_order_id FROM orders WHERE client_order_id IN ({', '.join('?' for _ in cids)})", cids)]
+            raise DuplicateOrder(f"orders {', '.join(known) or cids} are already in the ledger; never sent twice") from None
 
 
 def _order_row(cur: sqlite3.Cursor, client_order_id: str) -> tuple[str, str, str, str]:
@@ -201,20 +213,28 @@ def _order_row(cur: sqlite3.Cursor, client_order_id: str) -> tuple[str, str, str
     return row  # type: ignore[no-any-return]
 
 
-def _insert_fills(cur: sqlite3.Cursor, ctx: WriteContext, fills: Iterable[Fill],
+def fill_texts(fills: Iterable[Fill]) -> tuple[tuple[str, str, str], ...]:
+    """(quantity, price, fee) of each fill as exact text, refusing nonsense."""
+    texts = []
+    for f in fills:
+        quantity, price, fee = money(f.quantity), money(f.price), money(f.fee)
+        if not f.quantity > 0 or not f.price > 0 or f.fee < 0:
+            raise LedgerInputError(f"fill {f.trade_id}: quantity {quantity}, price {price}, fee {fee}")
+        texts.append((quantity, price, fee))
+    return tuple(texts)
+
+
+def _insert_fills(cur: sqlite3.Cursor, ctx: WriteContext, fills: Sequence[Fill], texts: Sequence[tuple[str, str, str]],
                   known: dict[str, tuple[str, str, str, str]]) -> list[Fill]:
     """Insert fills of known orders (ON CONFLICT DO NOTHING); returns the new ones, in order."""
     new = []
-    for f in fills:
+    for f, (quantity, price, fee) in zip(fills, texts, strict=True):
         row = known.get(f.client_order_id)
         if row is None:
             row = known[f.client_order_id] = _order_row(cur, f.client_order_id)
         portfolio, symbol, side, _ = row
         if f.symbol != symbol or Side(f.side).value != side:
             raise LedgerInputError(f"fill {f.trade_id} is {f.side.value} {f.symbol}; order {f.client_order_id} is {side} {symbol}")
-        quantity, price, fee = money(f.quantity), money(f.price), money(f.fee)
-        if not f.quantity > 0 or not f.price > 0 or f.fee < 0:
-            raise LedgerInputError(f"fill {f.trade_id}: quantity {quantity}, price {price}, fee {fee}")
         cur.execute(
             "INSERT INTO fills(trade_id, client_order_id, portfolio, symbol, side, quantity, price, fee, fee_asset,"
             " ts_ns, venue_order_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(symbol, trade_id) DO NOTHING",
@@ -237,9 +257,13 @@ class PutFills:
     """Record fills of recorded orders; result: the fills that were new (apply only those)."""
 
     fills: tuple[Fill, ...]
+    texts: tuple[tuple[str, str, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "texts", fill_texts(self.fills))
 
     def apply(self, cur: sqlite3.Cursor, ctx: WriteContext) -> list[Fill]:
-        return _insert_fills(cur, ctx, self.fills, {})
+        return _insert_fills(cur, ctx, self.fills, self.texts, {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,23 +271,32 @@ class PutOrderReport:
     """Record what the venue said about an order: status, venue id, filled, and its fills. Result: new fills."""
 
     report: OrderReport
+    texts: tuple[tuple[str, str, str], ...] = field(init=False, repr=False, compare=False)
+    filled: str = field(init=False, repr=False, compare=False)
 
-    def apply(self, cur: sqlite3.Cursor, ctx: WriteContext) -> list[Fill]:
+    def __post_init__(self) -> None:
         r = self.report
-        row = _order_row(cur, r.client_order_id)
-        if r.symbol != row[1]:
-            raise LedgerInputError(f"report for order {r.client_order_id} is about {r.symbol}, not {row[1]}")
         for f in r.fills:
             if f.client_order_id != r.client_order_id:
                 raise LedgerInputError(f"report for order {r.client_order_id} carries fill {f.trade_id} of {f.client_order_id}")
+        object.__setattr__(self, "texts", fill_texts(r.fills))
+        object.__setattr__(self, "filled", money(r.filled_quantity))
+
+    def apply(self, cur: sqlite3.Cursor, ctx: WriteContext) -> list[Fill]:
+        r = self.report
         status = r.status.value
-        if row[3] in VENUE_TERMINAL and status not in VENUE_TERMINAL:
-            log.warning("order %s: venue now says %s after %s; keeping %s", r.client_order_id, status, row[3], row[3])
-            status = row[3]
-        cur.execute("UPDATE orders SET status = ?, venue_order_id = ?, filled = ?, updated_ns = ?"
-                    " WHERE client_order_id = ?",
-                    (status, r.order_id or None, money(r.filled_quantity), ctx.now_ns, r.client_order_id))
-        return _insert_fills(cur, ctx, r.fills, {r.client_order_id: row})
+        row = cur.execute(  # a venue status never moves an order from terminal back to open
+            f"UPDATE orders SET status = CASE WHEN status IN ({_TERMINAL_SQL}) AND ? NOT IN ({_TERMINAL_SQL})"
+            " THEN status ELSE ? END, venue_order_id = ?, filled = ?, updated_ns = ?"
+            " WHERE client_order_id = ? AND symbol = ? RETURNING portfolio, symbol, side, status",
+            (status, status, r.order_id or None, self.filled, ctx.now_ns, r.client_order_id,
+             r.symbol)).fetchone()
+        if row is None:
+            known = _order_row(cur, r.client_order_id)
+            raise LedgerInputError(f"report for order {r.client_order_id} is about {r.symbol}, not {known[1]}")
+        if row[3] != status:
+            log.warning("order %s: venue now says %s; keeping %s", r.client_order_id, status, row[3])
+        return _insert_fills(cur, ctx, r.fills, self.texts, {r.client_order_id: row})
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +338,7 @@ class PutOutbox:
 
     def apply(self, cur: sqlite3.Cursor, ctx: WriteContext) -> int:
         cur.execute("INSERT INTO outbox(topic, payload, created_ns) VALUES (?, ?, ?)", (self.topic, self.payload, ctx.now_ns))
+        ctx.events += 1
         return int(cur.lastrowid or 0)
 
 
@@ -321,104 +355,136 @@ class MarkPublished:
         return cur.connection.total_changes - before
 
 
-# connection and batches -----------------------------------------------------------------------------
 
+# the backtest writer --------------------------------------------------------------------------------
 
-def run_batch(conn: sqlite3.Connection, ctx: WriteContext,
-              requests: Sequence[Sequence[WriteOp]]) -> list[list[Any] | Exception]:
-    """Run requests in one transaction, each in a savepoint; a refused request yields its exception.
-
-    Storage errors are raised (after a rollback): the whole batch failed.
-    """
-    cur = conn.cursor()
-    outcomes: list[list[Any] | Exception] = []
-    cur.execute("BEGIN IMMEDIATE")
-    try:
-        for ops in requests:
-            cur.execute("SAVEPOINT request")
-            try:
-                outcomes.append([op.apply(cur, ctx) for op in ops])
-            except Exception as exc:  # the request's own failure; storage failures abort the batch
-                if is_storage_error(exc):
-                    raise
-                cur.execute("ROLLBACK TO request")
-                outcomes.append(exc)
-            cur.execute("RELEASE request")
-        cur.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            try:
-                conn.rollback()
-            except sqlite3.Error:
-                log.exception("ledger rollback failed")
-        raise
-    return outcomes
+_INSERT_INTENT = ("INSERT INTO intents(id, portfolio, seq, ts_ns, reason, drift, observe, status, body, updated_ns)"
+                  " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING")
+_INSERT_ORDER = ("INSERT INTO orders(client_order_id, intent_id, portfolio, leg, attempt, symbol, side, quantity,"
+                 " quote_quantity, status, venue_order_id, filled, created_ns, updated_ns, error)"
+                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_FILL = ("INSERT INTO fills(trade_id, client_order_id, portfolio, symbol, side, quantity, price, fee, fee_asset,"
+                " ts_ns, venue_order_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(symbol, trade_id) DO NOTHING")
 
 
 class LedgerSync:
-    """The stdlib-sqlite3 ledger writer of `keel backtest`: a `FillSink` that commits every `batch_rows` rows."""
+    """The stdlib-sqlite3 ledger writer of `keel backtest`, a `FillSink`.
 
-    def __init__(self, path: str | Path, *, batch_rows: int = 5000, outbox: bool = False,
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+    Rows are validated as they come (an unknown order's fill raises at once and is not kept) and
+    written with executemany, one transaction per `batch_rows` rows and at `commit()` / `close()`.
+    No outbox events: a backtest publishes nothing.
+    """
+
+    def __init__(self, path: str | Path, *, batch_rows: int = 20000, clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.path = Path(path)
         self._conn = connect_writer(path)
-        self._cur = self._conn.cursor()
-        self._ctx = WriteContext(outbox=outbox)
         self._clock_ns = clock_ns
         self._batch_rows = batch_rows
-        self._known: dict[str, tuple[str, str, str, str]] = {}
-        self._open = False
-        self._changes_at_begin = self._conn.total_changes
-
-    def _apply(self, op: WriteOp) -> Any:
-        if not self._open:
-            self._cur.execute("BEGIN IMMEDIATE")
-            self._open = True
-        self._ctx.now_ns = self._clock_ns()
-        self._cur.execute("SAVEPOINT call")
-        try:
-            result = op.apply(self._cur, self._ctx)
-        except BaseException:
-            self._cur.execute("ROLLBACK TO call")
-            self._cur.execute("RELEASE call")
-            raise
-        self._cur.execute("RELEASE call")
-        if self._conn.total_changes - self._changes_at_begin >= self._batch_rows:
-            self.commit()
-        return result
+        self._quotes: dict[str, str] = dict(self._conn.execute("SELECT name, quote FROM portfolios").fetchall())
+        self._seq: dict[str, int] = dict(self._conn.execute(
+            "SELECT portfolio, MAX(seq) FROM intents GROUP BY portfolio").fetchall())
+        self._had_orders = self._conn.execute("SELECT 1 FROM orders LIMIT 1").fetchone() is not None
+        self._intents: dict[str, str] = {}
+        self._orders: dict[str, tuple[str, str, str]] = {}
+        self._filled: dict[str, Decimal] = {}
+        self._trades: set[tuple[str, str]] = set()
+        self._intent_rows: list[tuple[Any, ...]] = []
+        self._order_rows: dict[str, list[Any]] = {}
+        self._fill_rows: list[tuple[Any, ...]] = []
+        self._filled_updates: dict[str, str] = {}
 
     def record_portfolio(self, name: str, quote: str, config: Mapping[str, Any] | str = "{}",
                          created_ns: int | None = None) -> bool:
         """Record a portfolio; True when it is new."""
         text = config if isinstance(config, str) else to_json(dict(config)).decode()
-        return bool(self._apply(PutPortfolio(name, quote, text, created_ns)))
+        new = bool(self._run(PutPortfolio(name, quote, text, created_ns)))
+        self._quotes[name] = quote
+        return new
 
     def record_transfer(self, transfer: Transfer, kind: str = "capital") -> bool:
         """Record a transfer; True when it is new."""
-        return bool(self._apply(PutTransfer(transfer, kind)))
+        return bool(self._run(PutTransfer(transfer, kind)))
 
     def on_intent(self, intent: Intent) -> None:
         """Record an intent (a backtest executes it at once: complete, or observed)."""
-        self._apply(PutIntent(intent, "observed" if intent.observe else "complete"))
+        p = intent.portfolio
+        if p not in self._quotes:
+            raise LedgerInputError(f"portfolio {p!r} is not in the ledger (record_portfolio first)")
+        if not math.isfinite(intent.drift):
+            raise LedgerInputError(f"intent {intent.id} has a drift of {intent.drift}")
+        if intent.id in self._intents:
+            return
+        seq = self._seq[p] = self._seq.get(p, 0) + 1
+        self._intents[intent.id] = p
+        self._intent_rows.append((intent.id, p, seq, intent.ts_ns, intent.reason.value, intent.drift, int(intent.observe),
+                                  "observed" if intent.observe else "complete", to_json(intent).decode(), self._clock_ns()))
+        self._maybe_flush()
 
     def on_order(self, order: Order, status: str) -> None:
-        """Record an order with its final status."""
-        self._apply(PutOrders((order,), status))
-        self._known[order.client_order_id] = (order.portfolio, order.symbol, Side(order.side).value, status)
+        """Record an order with its final status (DuplicateOrder when its id is already recorded)."""
+        cid = order.client_order_id
+        owner = self._intents.get(order.intent_id) or self._lookup("SELECT portfolio FROM intents WHERE id = ?",
+                                                                    order.intent_id)
+        if owner is None:
+            raise LedgerInputError(f"order {cid}: intent {order.intent_id} is not in the ledger")
+        if owner != order.portfolio:
+            raise LedgerInputError(f"order {cid} is for {order.portfolio}, its intent for {owner}")
+        if cid in self._orders or (self._had_orders and self._lookup(
+                "SELECT 1 FROM orders WHERE client_order_id = ?", cid) is not None):
+            raise DuplicateOrder(f"order {cid} is already in the ledger; it is never sent twice")
+        [row] = PutOrders((order,), status).rows
+        now = self._clock_ns()
+        self._order_rows[cid] = [*row, None, "0", now, now, None]
+        self._orders[cid] = (order.portfolio, order.symbol, Side(order.side).value)
+        self._maybe_flush()
 
     def on_fill(self, portfolio: str, fill: Fill) -> None:
-        """Record a fill of a recorded order (UnknownOrder otherwise); a duplicate trade id is ignored."""
-        row = self._known.get(fill.client_order_id)
-        if row is not None and row[0] != portfolio:
-            raise LedgerInputError(f"fill {fill.trade_id} is for {portfolio}; its order is of {row[0]}")
-        self._apply(_KnownFills((fill,), self._known))
+        """Record a fill of a recorded order (UnknownOrder otherwise, nothing kept); a repeated trade id is ignored."""
+        cid = fill.client_order_id
+        known = self._orders.get(cid)
+        if known is None:
+            row = self._conn.execute("SELECT portfolio, symbol, side FROM orders WHERE client_order_id = ?",
+                                     (cid,)).fetchone()
+            if row is None:
+                raise UnknownOrder(f"client order id {cid!r} is not in the ledger; its fills are refused")
+            known = self._orders[cid] = row
+        if (portfolio, fill.symbol, Side(fill.side).value) != known:
+            raise LedgerInputError(f"fill {fill.trade_id} ({portfolio} {fill.side.value} {fill.symbol}) does not "
+                                   f"match order {cid} ({' '.join(known)})")
+        [(quantity, price, fee)] = fill_texts((fill,))
+        key = (fill.symbol, str(fill.trade_id))
+        if key in self._trades:
+            return
+        self._trades.add(key)
+        self._fill_rows.append((str(fill.trade_id), cid, portfolio, fill.symbol, known[2], quantity, price, fee,
+                                fill.fee_asset, fill.ts_ns, fill.order_id))
+        filled = self._filled[cid] = self._filled.get(cid, Decimal(0)) + fill.quantity
+        if cid in self._order_rows:
+            self._order_rows[cid][11] = money(filled)
+        else:
+            self._filled_updates[cid] = money(filled)
+        self._maybe_flush()
 
     def commit(self) -> None:
-        """Commit what was written since the last commit."""
-        if self._open:
-            self._cur.execute("COMMIT")
-            self._open = False
-        self._changes_at_begin = self._conn.total_changes
+        """Write and commit everything buffered."""
+        if not (self._intent_rows or self._order_rows or self._fill_rows or self._filled_updates):
+            return
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.executemany(_INSERT_INTENT, self._intent_rows)
+            cur.executemany(_INSERT_ORDER, list(self._order_rows.values()))
+            cur.executemany(_INSERT_FILL, self._fill_rows)
+            cur.executemany("UPDATE orders SET filled = ? WHERE client_order_id = ?",
+                            [(f, c) for c, f in self._filled_updates.items()])
+            cur.execute("COMMIT")
+        except BaseException:
+            self._conn.rollback()
+            raise
+        self._intent_rows.clear()
+        self._order_rows.clear()
+        self._fill_rows.clear()
+        self._filled_updates.clear()
 
     def close(self) -> None:
         """Commit and close."""
@@ -427,11 +493,22 @@ class LedgerSync:
         finally:
             self._conn.close()
 
+    def _maybe_flush(self) -> None:
+        if len(self._intent_rows) + len(self._order_rows) + len(self._fill_rows) >= self._batch_rows:
+            self.commit()
 
-@dataclass(frozen=True, slots=True)
-class _KnownFills:
-    fills: tuple[Fill, ...]
-    known: dict[str, tuple[str, str, str, str]]
+    def _lookup(self, sql: str, key: str) -> Any:
+        row = self._conn.execute(sql, (key,)).fetchone()
+        return None if row is None else row[0]
 
-    def apply(self, cur: sqlite3.Cursor, ctx: WriteContext) -> list[Fill]:
-        return _insert_fills(cur, ctx, self.fills, self.known)
+    def _run(self, op: WriteOp) -> Any:
+        self.commit()
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            result = op.apply(cur, WriteContext(now_ns=self._clock_ns(), outbox=False))
+            cur.execute("COMMIT")
+        except BaseException:
+            self._conn.rollback()
+            raise
+        return result

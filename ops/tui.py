@@ -134,7 +134,7 @@ def weight_bar(weight: float, target: float, threshold: float, scale: float, wid
     mark = min(width - 1, max(0, round(target / scale * width - 0.5)))
     lo = round((target - threshold) / scale * width) if math.isfinite(threshold) else mark
     hi = round((target + threshold) / scale * width) if math.isfinite(threshold) else mark
-    text = Text(no_wrap=True, overflow="crop")
+    cells: list[tuple[str, str]] = []
     for i in range(width):
         if i < full:
             ch, st = FULL, style
@@ -144,7 +144,15 @@ def weight_bar(weight: float, target: float, threshold: float, scale: float, wid
             ch, st = ("·", "dim") if lo <= i <= hi else (" ", "")
         if i == mark:
             ch, st = ("|", f"reverse bold {style}") if st == style else ("|", "bold")
-        text.append(ch, st)
+        cells.append((ch, st))
+    text = Text(no_wrap=True, overflow="crop")
+    run, run_style = "", cells[0][1]
+    for ch, st in cells:  # one span per run of equal style, not one per cell
+        if st != run_style:
+            text.append(run, run_style)
+            run, run_style = "", st
+        run += ch
+    text.append(run, run_style)
     return text
 
 
@@ -243,9 +251,12 @@ class _Frame:
         height = options.height or options.max_height
         events = st.events[-2:] if height >= 24 else st.events[-1:]
         feed_lines = self.feed_lines(width)
-        fixed = 2 + len(events) + len(feed_lines)
         full_h = sum(len(s.targets) + 5 for s in st.portfolios)
-        compact = fixed + full_h + 4 > height
+        compact = 2 + len(events) + len(feed_lines) + full_h + 4 > height
+        if compact:  # short terminal: the header already names stale feeds
+            tight = 2 + len(events) + len(feed_lines) + sum(len(s.targets) + 2 for s in st.portfolios) > height
+            events, feed_lines = (events[:0], feed_lines[:0]) if tight else (events, feed_lines)
+        fixed = 2 + len(events) + len(feed_lines)
         parts: list[RenderableType] = [self.header(width), *feed_lines]
         parts += [self.portfolio(s, width, compact) for s in st.portfolios]
         used = fixed + (sum(len(s.targets) + 2 for s in st.portfolios) if compact else full_h)
@@ -254,23 +265,24 @@ class _Frame:
             parts.append(self.activity(width, rows))
         parts += [_line((e, "italic")) for e in events]
         v = self.view
-        parts.append(_line((" · ".join([f"metrics {v.metrics_url}" if v.metrics_url else "metrics off",
-                                        f"ledger {v.ledger_path}", "Ctrl-C to stop"]), "dim")))
+        where = [f"metrics {v.metrics_url}" if v.metrics_url else "metrics off", f"ledger {v.ledger_path}"]
+        parts.append(_line((" · ".join([*where, "Ctrl-C to stop"] if width >= 80 else ["Ctrl-C to stop", *where]),
+                            "dim")))
         yield Group(*parts)
 
     def header(self, width: int) -> Text:
         """Title, time, replay speed and how many feeds are healthy."""
         st = self.state
         text = _line((f" {self.view.title} ", "bold white on blue"),
-                     (f"  {clock_text(st.now_ns, with_date=width >= 70)} UTC", "bold"))
-        if st.speed != 1.0:
-            text.append(f"  speed {st.speed:g}x", "cyan")
+                     (f"  {clock_text(st.now_ns, with_date=width >= 70)}{' UTC' if width >= 50 else ''}", "bold"))
         stale = [s for s, h in st.feed.items() if h.stale]
+        if stale:
+            text.append(f"  STALE {', '.join(stale)}", "bold red")
         if st.feed:
             text.append("  feeds ")
             text.append(f"{len(st.feed) - len(stale)}/{len(st.feed)} ok", "yellow" if stale else "green")
-        if stale:
-            text.append(f"  STALE {', '.join(stale)}", "bold red")
+        if st.speed != 1.0:
+            text.append(f"  speed {st.speed:g}x", "cyan")
         return text
 
     def feed_lines(self, width: int) -> list[Text]:
@@ -324,9 +336,9 @@ class _Frame:
         if compact:
             title = _line((s.name, "bold blue"), "  ")
             title.append_text(self.value_line(s))
-            return Group(title, self.trigger_line(s), table)
+            return Group(title, self.trigger_line(s, width), table)
         border = "red" if s.stale or (0 < s.value < s.floor_value) else "blue"
-        return Panel(Group(self.value_line(s), table, self.trigger_line(s)), title=f"[bold]{s.name}[/] · {s.mode} · "
+        return Panel(Group(self.value_line(s), table, self.trigger_line(s, width)), title=f"[bold]{s.name}[/] · {s.mode} · "
                      f"{s.quote}", title_align="left", border_style=border, padding=(0, 1))
 
     def value_line(self, s: PortfolioSnapshot) -> Text:
@@ -336,8 +348,9 @@ class _Frame:
         text = _line((f"{money(s.value)} {s.quote}", "bold"))
         if s.hodl_value > 0 and math.isfinite(s.hodl_value):
             gain = s.value - s.hodl_value
-            text.append(f"  HODL {money(s.hodl_value)}  vs HODL ")
+            text.append("  vs HODL ")
             text.append(f"{s.value / s.hodl_value - 1.0:+.2%} ({gain:+,.2f})", "bold green" if gain >= 0 else "bold red")
+            text.append(f"  HODL {money(s.hodl_value)}")
         if 0 < s.value < s.floor_value:
             text.append(f"  BELOW FLOOR {money(s.floor_value)}", "bold red")
         text.append(f"  rebalances {self.state.rebalances.get(s.name, 0)}")
@@ -346,18 +359,13 @@ class _Frame:
             text.append(f"  fees {money(fees)}")
         return text
 
-    def trigger_line(self, s: PortfolioSnapshot) -> Text:
-        """Band gauge of the worst coin, the trigger state and the post-rebalance window countdown."""
+    def trigger_line(self, s: PortfolioSnapshot, width: int) -> Text:
+        """How much of its band the worst coin uses, the trigger state with the window countdown, that coin."""
         worst, ratio = max(((c, _usage(d, s.thresholds.get(c, math.inf))) for c, d in s.deviations.items()),
                            key=lambda x: x[1], default=("", 0.0))
         text = _line("band ")
-        text.append_text(gauge(ratio))
-        text.append(f" {ratio:4.0%}", band_style(ratio))
-        if worst:
-            thr = s.thresholds.get(worst, math.inf)
-            text.append(f" {worst} {pp(s.deviations[worst])}" + (f"/±{thr * 100:.1f}" if math.isfinite(thr) else ""),
-                        "dim")
-        text.append("  ")
+        text.append_text(gauge(ratio, GAUGE_CELLS if width >= BAR_MIN else GAUGE_CELLS // 2))
+        text.append(f" {ratio:4.0%}  ", band_style(ratio))
         if s.mode == "observe":
             text.append("OBSERVE ", "bold blue")
         if s.stale:
@@ -372,6 +380,10 @@ class _Frame:
             text.append("ARMED: breach held, debouncing", "bold yellow")
         else:
             text.append("due", "bold red") if ratio >= 1.0 else text.append("watching", "green")
+        if worst:
+            thr = s.thresholds.get(worst, math.inf)
+            text.append(f"  worst {worst} {pp(s.deviations[worst])}" + (f" of ±{thr * 100:.1f}" if math.isfinite(thr)
+                                                                         else ""), "dim")
         return text
 
     def activity(self, width: int, rows: int) -> RenderableType:

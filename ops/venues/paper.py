@@ -185,14 +185,14 @@ class PaperVenue:
         return bid, ask
 
     def _take_funds(self, fill: Fill, quote: str) -> dict[str, Decimal]:
+        if self._balances is None:
+            return {}
         base, _ = split_symbol(fill.symbol)
         notional = fill.quantity * fill.price
         if fill.side is Side.BUY:
             deltas = {base: fill.quantity, quote: -notional - fill.fee}
         else:
             deltas = {base: -fill.quantity, quote: notional - fill.fee}
-        if self._balances is None:
-            return deltas
         for asset, delta in deltas.items():
             if delta < 0 and self._balances.get(asset, Decimal(0)) + delta < 0:
                 raise InsufficientFunds(f"paper: {fill.client_order_id} needs {-delta} {asset}, "

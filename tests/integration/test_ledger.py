@@ -16,7 +16,7 @@ from engine.runner import run_sequence
 from engine.sensor import Sensor
 from engine.types import Fill, Intent, Leg, Order, Reason, Side, Transfer
 from ops.ledger import DuplicateOrder, Ledger, LedgerError, LedgerInputError, UnknownOrder
-from ops.ledger_read import integrity_check, rebuild_holdings_sync, run_query, q_fills
+from ops.ledger_read import integrity_check, q_fills, rebuild_holdings_sync, run_query
 from ops.ledger_sync import LedgerSync, WriteContext
 from ops.venues.base import OrderReport, OrderStatus
 from tests.builders import SEC, T0, make_engine, make_spec, make_tick

@@ -84,7 +84,7 @@ def test_colours_premium_green_or_red_and_deviation_against_the_band():
 
 def test_a_rebalance_followed_by_a_further_fall_shows_a_red_premium_and_a_red_deviation():
     spec = make_spec({"BTC": 0.5, "ETH": 0.5}, name="p", threshold=0.05, window_ns=300 * SEC)
-    engine, clock, sink, ex = make_engine(spec)
+    engine, clock, _, ex = make_engine(spec)
     feed(engine, clock, ex, T0, make_tick("BTC-USDT", 100, T0), make_tick("ETH-USDT", 100, T0))
     feed(engine, clock, ex, T0 + 400 * SEC, make_tick("BTC-USDT", 80, T0 + 400 * SEC))  # rebalance: buys BTC
     feed(engine, clock, ex, T0 + 410 * SEC, make_tick("BTC-USDT", 40, T0 + 410 * SEC))  # and BTC halves again
@@ -115,6 +115,7 @@ def snap(**kw: object) -> PortfolioSnapshot:
     ({"trigger_state": "paused", "paused": True}, "PAUSED"),
     ({"stale": True}, "STALE prices: trigger held"),
     ({"mode": "observe"}, "OBSERVE watching"),
+    ({"weights": {"BTC": 0.53, "ETH": 0.47}, "deviations": {"BTC": 0.03, "ETH": -0.03}}, "60%  watching  worst BTC +3.0pp of ±5.0"),
     ({"trigger_state": "cooldown", "window_remaining_secs": 3725.0}, "window 1:02:05 left"),
     ({"value": 800.0, "floor_value": 900.0}, "BELOW FLOOR 900.00"),
     ({"value": float("nan")}, "waiting for prices"),
@@ -132,7 +133,9 @@ def test_narrow_and_short_terminals_keep_coins_countdown_and_stale_marks():
         assert len(lines) <= height and max(len(line) for line in lines) <= width, (width, height)
         for coin in ("BTC", "ETH", "SOL", "USDT"):
             assert re.search(rf"^{coin} ", text, re.M), (coin, width)
-        assert "04:30" in text and "STALE" in text
+        assert "window 04:30 left" in text and "STALE SOL-USDT" in text
+        core = state.portfolios[0]
+        assert f"vs HODL {core.value / core.hodl_value - 1:+.2%}" in text
 
 
 def test_weight_bar_draws_the_weight_the_band_and_the_target_tick():
@@ -182,15 +185,20 @@ async def test_run_redraws_until_stopped_and_restores_the_cursor():
 
 @pytest.mark.asyncio
 async def test_run_draws_nothing_when_stdout_is_not_a_terminal_unless_forced():
+    state = ViewState(now_ns=T0, portfolios=[], fees={"x": Decimal(0)})
     for force, expect_calls in ((False, 0), (True, 1)):
         out = io.StringIO()
         console = Console(file=out, width=100, height=30)
         view = DemoView("keel demo", None, LEDGER, console=console, force=force)
         stop = asyncio.Event()
         stop.set()
-        calls = []
-        state = ViewState(now_ns=T0, portfolios=[], fees={"x": Decimal(0)})
-        await asyncio.wait_for(view.run(lambda: calls.append(1) or state, stop), 10)
+        calls: list[int] = []
+
+        def get_state(calls: list[int] = calls) -> ViewState:
+            calls.append(1)
+            return state
+
+        await asyncio.wait_for(view.run(get_state, stop), 10)
         assert len(calls) == expect_calls
         assert (out.getvalue() == "") is not force
         if force:
