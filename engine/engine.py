@@ -160,7 +160,7 @@ class Engine:
             return
         if rt.paused or not spec.threshold_active or rt.trigger.state is TriggerState.COOLDOWN:
             return
-        if rt.inflight is not None:
+        if rt.inflight is not None or not rt.portfolio.priced():
             return
         breached = self.breached(rt, now_ns)
         action = rt.trigger.on_check(now_ns, breached)
@@ -225,6 +225,8 @@ class Engine:
         self._schedule_calendar(rt, ts)
         if not rt.started or rt.paused or rt.inflight is not None or rt.trigger.in_window(ts):
             return
+        if not rt.portfolio.priced():
+            return
         if self._stale(rt, ts):
             return
         drift = max((abs(d) for d in rt.portfolio.deviations().values()), default=0.0)
@@ -280,7 +282,7 @@ class Engine:
         desired = None
         if spec.rebalance_to is not None and reason in (Reason.THRESHOLD, Reason.CALENDAR):
             thresholds = {p.assets[k]: p.thresholds[k] for k in p.members}
-            desired = spec.rebalance_to(weights, targets, thresholds)
+            desired = spec.rebalance_to({a: weights[a] for a in targets}, targets, thresholds)
         if reason is Reason.TERMINATE:
             desired = {spec.quote: 1.0}
         elif reason is Reason.WITHDRAW and withdraw is not None:

@@ -294,7 +294,7 @@ class ExecutionActor:
 
     async def _leg(self, intent: Intent, order: Order, recorded: bool) -> LegOutcome:
         p, cid = intent.portfolio, order.client_order_id
-        state = LegProgress(order.side.value)
+        state = LegProgress(order.client_order_id, order.side.value)
         try:
             if not recorded:
                 try:
@@ -407,6 +407,11 @@ class ExecutionActor:
 
     async def _commit_report(self, p: str, intent_ts_ns: int, report: OrderReport, state: LegProgress) -> None:
         """Commit a report; then (only then) report and apply its NEW fills."""
+        if report.client_order_id != state.client_order_id:
+            self._sensor.on_execution_error(p, "bad_answer")
+            log.error("asked %s about order %s, it answered about %s: ignored; the order is left to Reconcile",
+                      self._venue.name, state.client_order_id, report.client_order_id)
+            raise _BadReport
         try:
             [new] = await self._write(p, [PutOrderReport(report)])
         except LedgerInputError as exc:
@@ -470,7 +475,7 @@ class ExecutionActor:
                 continue
             intent = await self._ledger.intent(order.intent_id)
             ts_ns = intent.intent.ts_ns if intent is not None else self._clock_ns()
-            state = LegProgress(order.side.value)
+            state = LegProgress(order.client_order_id, order.side.value)
             try:
                 outcome = await self._settle(p, ts_ns, order, report, state)
             except _BadReport:

@@ -137,6 +137,7 @@ class ActorCallbackFailed(RuntimeError):
 class LegProgress:
     """What one leg has reported so far: statuses sent to the sensor, new fills committed."""
 
+    client_order_id: str
     side: str
     seen: set[str] = field(default_factory=set)
     new_fills: int = 0

@@ -117,6 +117,8 @@ def run_backtest(config: Config, cols: TickColumns, out_dir: Path | None = None,
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         if ledger_factory is not None:
+            for stale in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
+                (out_dir / stale).unlink(missing_ok=True)  # an output: each run writes its own
             ledger = ledger_factory(out_dir / "ledger.sqlite")
     recorder = Recorder(engine, ledger)
     for name, rt in engine.runtimes.items():

@@ -52,12 +52,15 @@ def open_ledger(path: str) -> sqlite3.Connection:
         conn.execute("SELECT name FROM portfolios LIMIT 1").fetchall()
     except sqlite3.DatabaseError as e:
         conn.close()
-        why = "not an SQLite database" if "not a database" in str(e) else f"no keel schema: {e}"
-        raise CommandError(f"{path} is not a keel ledger ({why})") from None
+        if "not a database" in str(e) or "no such table" in str(e):
+            why = "not an SQLite database" if "not a database" in str(e) else f"no keel schema: {e}"
+            raise CommandError(f"{path} is not a keel ledger ({why})") from None
+        raise CommandError(f"ledger {path} cannot be read: {e}") from None
     if row is None or row[0] != SCHEMA_VERSION:
         conn.close()
         raise CommandError(f"{path} is not a keel ledger this keel reads (schema version {row and row[0]}, "
                            f"needs {SCHEMA_VERSION})")
+    conn.execute("BEGIN")  # every later read sees one snapshot, even while the service writes
     return conn
 
 
@@ -100,8 +103,8 @@ def value_at(holdings: Mapping[str, Decimal], prices: Mapping[str, Decimal], quo
 
 
 def ledger_summary(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
-    """One portfolio of a ledger: holdings rebuilt from transfers and fills, fills, fees, rebalances, intents, vs HODL."""
-    quote = run_query(conn, q_portfolio_quote(name))
+    """One portfolio of a ledger: holdings (transfers + fills), fills, fees, rebalances, intents, vs HODL."""
+    quote = run_query(conn, q_portfolio_quote(name)) or ""
     fills = run_query(conn, q_fills(name))
     transfers = run_query(conn, q_transfers(name))
     holdings = holdings_from(name, quote, transfers, fills)
@@ -109,7 +112,7 @@ def ledger_summary(conn: sqlite3.Connection, name: str) -> dict[str, Any]:
                          (name, Reason.START.value)).fetchone()
     start_id = start[0] if start is not None else None
     hodl = holdings_from(name, quote, transfers, [r for r in fills if r.fill.client_order_id[1:17] == start_id])
-    fees, fees_other = ZERO, {}
+    fees, fees_other = ZERO, dict[str, Decimal]()
     for r in fills:
         f = r.fill
         base, _ = split_symbol(f.symbol)
@@ -250,11 +253,12 @@ def build_preview(spec: PortfolioSpec, holdings: dict[str, Decimal] | None, pric
                 raise CommandError(f"portfolio {spec.name}: the engine's edge policy fails here too: {e}", 1) from None
     plan = plan_rebalance(holdings, fpx, targets, quote, desired=desired, rules=spec.rules, fee_rate=spec.fee_rate)
     after = _weights(plan.expected_holdings, used, quote)
-    legs = [{"symbol": leg.symbol, "side": leg.side.value, "quantity": leg.quantity, "price": leg.expected_price,
-             "notional": leg.notional, "fee": leg.notional * spec.fee_rate,
-             "slippage": leg.notional * slippage_bps / BPS} for leg in plan.legs]
-    fees = sum((leg["fee"] for leg in legs), ZERO)
-    slippage = sum((leg["slippage"] for leg in legs), ZERO)
+    legs: list[dict[str, Any]] = [
+        {"symbol": leg.symbol, "side": leg.side.value, "quantity": leg.quantity, "price": leg.expected_price,
+         "notional": leg.notional, "fee": leg.notional * spec.fee_rate, "slippage": leg.notional * slippage_bps / BPS}
+        for leg in plan.legs]
+    fees: Decimal = sum((leg["fee"] for leg in legs), ZERO)
+    slippage: Decimal = sum((leg["slippage"] for leg in legs), ZERO)
     value = value_at(holdings, used, quote)[0]
     return {
         "portfolio": spec.name, "quote": quote, "mode": spec.mode, "observe": spec.mode == "observe",
@@ -277,7 +281,8 @@ def _preview_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdings", metavar="COIN=QTY,...", help="holdings to plan from (quote included), "
                    "e.g. BTC=0.1,ETH=2,USDT=100 (default: --ledger, else the capital bought in)")
     p.add_argument("--ledger", metavar="PATH", help="take holdings (and missing prices: last fills) from this ledger")
-    p.add_argument("--portfolio", metavar="NAME", help="only this portfolio (needed with --holdings when there are several)")
+    p.add_argument("--portfolio", metavar="NAME",
+                   help="only this portfolio (needed with --holdings when there are several)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
 

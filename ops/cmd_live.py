@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ops.commands import CommandError, command, load
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(config: Any, *, record: Path | None, tui: bool, report_dir: Path | None = None) -> int:
+    import asyncio
+
     import uvloop
 
     from ops.metrics import PrometheusSensor
@@ -85,6 +88,8 @@ class EquitySampler:
 
     async def run(self) -> None:
         """Sample until cancelled."""
+        import asyncio
+
         await self.service.ready.wait()
         while True:
             now = time.time_ns()
@@ -202,6 +207,8 @@ def _sim_args(p: argparse.ArgumentParser) -> None:
 @command("exchange-sim", "Run the TLS exchange simulator (Binance and Kraken wire formats) on 127.0.0.1.")(_sim_args)
 def exchange_sim(args: argparse.Namespace) -> int:
     """keel exchange-sim."""
+    import asyncio
+
     from feeds.simulator import run_exchange_sim
 
     logging.getLogger().setLevel(logging.INFO)
@@ -236,6 +243,9 @@ def _record_args(p: argparse.ArgumentParser) -> None:
 @command("record", "Record what a live feed delivers (JSONL with receive times) for exact replay.")(_record_args)
 def record(args: argparse.Namespace) -> int:
     """keel record --exchange binance --symbols BTC-USDT,ETH-USDT --out ticks.jsonl."""
+    import asyncio
+    import contextlib
+
     from feeds.cryptofeed_source import CryptofeedSource
     from feeds.recorder import TickRecorder
 

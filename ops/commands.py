@@ -68,4 +68,4 @@ def progress_bar(enabled: bool) -> tuple[Callable[[int, int], None] | None, Call
     return update, prog.stop
 
 
-from ops import cmd_backtest, cmd_live  # noqa: E402,F401  (registers their commands)
+from ops import cmd_backtest, cmd_inspect, cmd_live  # noqa: E402,F401  (registers their commands)

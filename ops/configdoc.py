@@ -32,7 +32,7 @@ _INTRO = """\
 Generated from the code by `python -m ops.configdoc > docs/config.md`; do not edit by hand
 (a test fails when this file and the code disagree).
 
-keel reads one TOML file (`keel --config keel.toml ...`). It is loaded once into frozen, typed
+keel reads one TOML file (`keel run keel.toml`, `keel backtest keel.toml ...`). It is loaded once into frozen, typed
 structs: an unknown key, a wrong type or a value out of range stops the start with one line
 naming the file, the dotted key and the fix, for example
 

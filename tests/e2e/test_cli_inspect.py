@@ -192,7 +192,7 @@ def test_preview_from_the_ledger_takes_its_holdings_and_last_fill_prices(work, c
     got = json.loads(out)["portfolios"]["core"]
     assert {a: Decimal(q) for a, q in got["holdings"].items()} == {a: Decimal(q) for a, q in held.items()}
     assert got["price_source"] == {"BTC": "--prices", "ETH": "last fill", "SOL": "last fill"}
-    assert got["reason"] == "threshold" and got["legs"][0] == {**got["legs"][0], "symbol": "BTC-USDT", "side": "sell"}
+    assert got["reason"] == "threshold" and (got["legs"][0]["symbol"], got["legs"][0]["side"]) == ("BTC-USDT", "sell")
     code, out, err = keel(capsys, "preview", str(work / "keel.toml"), "--ledger", ledger)
     assert code == 0 and "costs: fees" in out and "expected residual drift after fees" in out, err
 
@@ -222,3 +222,26 @@ def test_preview_of_one_portfolio_among_several(work, capsys):
     got = json.loads(out)["portfolios"]
     assert list(got) == ["alts"]
     assert [(x["symbol"], x["side"]) for x in got["alts"]["legs"]] == [("SOL-USDT", "sell"), ("ETH-USDT", "buy")]
+
+
+def test_a_fresh_ledger_holds_the_capital_and_preview_then_needs_prices(work, capsys):
+    from engine.types import Transfer
+    from ops.ledger_sync import LedgerSync
+
+    path = work / "fresh.sqlite"
+    ledger = LedgerSync(path)
+    ledger.record_portfolio("core", "USDT", created_ns=T0)
+    ledger.record_transfer(Transfer("core-start-USDT", "core", "USDT", Decimal(10000), T0), "capital")
+    ledger.close()
+    code, out, err = keel(capsys, "ledger", str(path), "--json")
+    assert code == 0, err
+    got = json.loads(out)["portfolios"]["core"]
+    assert got["holdings"] == {"USDT": "10000"} and got["fills"] == 0 and got["rebalances"] == {}
+    assert got["premium"] == 0.0 and got["intents"] == {}
+    code, _, err = keel(capsys, "preview", str(work / "keel.toml"), "--ledger", str(path))
+    assert code == 2 and "no price for BTC, ETH, SOL" in err and "has no fill of BTC-USDT" in err, err
+    code, out, err = keel(capsys, "preview", str(work / "keel.toml"), "--ledger", str(path), "--json",
+                          "--prices", "BTC=43000,ETH=2300,SOL=100")
+    assert code == 0, err
+    got = json.loads(out)["portfolios"]["core"]
+    assert got["reason"] == "threshold" and {x["side"] for x in got["legs"]} == {"buy"}

@@ -14,12 +14,13 @@ import pytest
 import pytest_asyncio
 
 from engine.execution import client_order_id, fill_deltas, intent_id
+from engine.sensor import Sensor
 from engine.types import Fill, Intent, Leg, Order, Reason, Side, SymbolRules, Transfer
 from ops.actor import ExecutionActor
-from ops.actor_messages import ExecuteIntent, Stop
+from ops.actor_messages import ExecuteIntent, MailboxFull, Reconcile, Stop
 from ops.ledger import Ledger
-from ops.ledger_sync import PutIntent, PutOrders, SetIntentStatus, WriteOp
-from ops.venues.base import OrderReport, OrderStatus
+from ops.ledger_sync import PutIntent, PutOrderReport, PutOrders, SetIntentStatus, WriteOp
+from ops.venues.base import OrderReport, OrderStatus, OrderUnknownState
 from ops.venues.binance_fake import ORDER, BinanceFake, Fault, SymbolSpec
 from ops.venues.ccxt_venue import CcxtVenue
 from ops.venues.paper import PaperVenue
@@ -79,6 +80,7 @@ class Book:
         self.fills: list[Fill] = []
         self.lowest_quote = holdings[USDT]
         self.outcomes: dict[str, str] = {}
+        self.finished: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._done: dict[str, asyncio.Future[str]] = {}
 
     def on_fill(self, portfolio: str, fill: Fill) -> None:
@@ -90,6 +92,7 @@ class Book:
 
     def on_done(self, intent: Intent, outcome: str) -> None:
         self.outcomes[intent.id] = outcome
+        self.finished.put_nowait((intent.id, outcome))
         future = self._future(intent.id)
         if not future.done():
             future.set_result(outcome)
@@ -104,18 +107,22 @@ class Book:
 class RecordingVenue(PaperVenue):
     """The paper venue, recording what it is asked to place; a closed `gate` holds orders at the door."""
 
-    def __init__(self, *, half_sells: bool = False, **kw: Any) -> None:
+    def __init__(self, *, half_sells: bool = False, lose_next: int = 0, **kw: Any) -> None:
         super().__init__(PRICES.__getitem__, fee_rate=FEE, rules=RULES, **kw)
         self.placed: list[Order] = []
         self.entered = asyncio.Event()
         self.gate = asyncio.Event()
         self.gate.set()
         self.half_sells = half_sells
+        self.lose_next = lose_next
 
     async def place_order(self, order: Order) -> OrderReport:
         self.placed.append(order)
         self.entered.set()
         await self.gate.wait()
+        if self.lose_next:
+            self.lose_next -= 1
+            raise OrderUnknownState(f"paper: the request for {order.client_order_id} was lost on the way")
         if self.half_sells and order.side is Side.SELL:
             report = await super().place_order(replace(order, quantity=order.quantity / 2))
             return replace(report, status=OrderStatus.EXPIRED)
@@ -142,6 +149,30 @@ async def open_ledger(path: Path, holdings: dict[str, Decimal] = START) -> Watch
     for asset, amount in holdings.items():
         await ledger.record_transfer(Transfer(f"capital-{asset}", P, asset, amount, T0), "capital")
     return ledger  # type: ignore[return-value]
+
+
+class RecordingSensor(Sensor):
+    """Keeps what the actor reports."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def on_order(self, portfolio: str, symbol: str, side: str, status: str) -> None:
+        self.calls.append(("order", symbol, side, status))
+
+    def on_fill(self, portfolio: str, fill: Fill, fee_quote: float, latency_ns: int) -> None:
+        self.calls.append(("fill", fill.trade_id, fee_quote, latency_ns))
+
+    def on_execution_error(self, portfolio: str, kind: str) -> None:
+        self.calls.append(("error", kind))
+
+    def on_rebalance_done(self, portfolio: str, intent_id: str, outcome: str) -> None:
+        self.calls.append(("done", intent_id, outcome))
+
+    def of(self, kind: str) -> list[tuple[Any, ...]]:
+        return [c[1:] for c in self.calls if c[0] == kind]
 
 
 def make_actor(venue: Any, ledger: Ledger, book: Book, clock: FakeTime, **kw: Any) -> ExecutionActor:
@@ -352,6 +383,57 @@ async def test_recover_records_fills_of_a_pending_order_once_and_marks_unknown_o
     await crashed.close()
 
 
+@pytest.mark.asyncio
+async def test_an_order_lost_in_flight_is_never_resent_and_reconcile_settles_it(ledger: WatchedLedger) -> None:
+    venue, book, clock = RecordingVenue(balances=START, lose_next=1), Book(START), FakeTime()
+    actor = make_actor(venue, ledger, book, clock, max_retry_secs=5.0)
+    intent = make_intent(1, sell("ETH-USDT", "1"))
+    [order] = (Order(client_order_id(intent.id, 0), intent.id, P, 0, "ETH-USDT", Side.SELL, Decimal(1)),)
+    async with running(actor):
+        actor.tell(ExecuteIntent(intent))
+        assert await book.outcome(intent) == "partial"
+        record = await ledger.order(order.client_order_id)
+        assert record is not None and record.status == "unknown" and "lost on the way" in (record.error or "")
+        assert len(venue.placed) == 1 and 4.0 < clock.now <= 5.0  # looked up with backoff, never sent again
+        await RecordingVenue.place_order(venue, order)  # the lost request reaches the exchange after all
+        actor.tell(Reconcile())
+        await ledger.until(lambda: any(isinstance(op, PutOrderReport) for op in ledger.ops))
+    record = await ledger.order(order.client_order_id)
+    assert record is not None and record.status == "filled"
+    assert [f.client_order_id for f in book.fills] == [order.client_order_id]
+    assert_consistent(book, await ledger.holdings(P), await venue.balances())
+
+
+@pytest.mark.asyncio
+async def test_the_same_intent_told_twice_is_executed_once(ledger: WatchedLedger) -> None:
+    venue, book = RecordingVenue(balances=START), Book(START)
+    actor = make_actor(venue, ledger, book, FakeTime())
+    intent = make_intent(1, sell("ETH-USDT", "0.5"), buy("BTC-USDT", "500"))
+    async with running(actor):
+        actor.tell(ExecuteIntent(intent))
+        assert await book.finished.get() == (intent.id, "complete")
+        actor.tell(ExecuteIntent(intent))
+        assert await book.finished.get() == (intent.id, "failed")
+    assert len(venue.placed) == 2 and len(book.fills) == 2
+    assert await status(ledger, intent) == "complete"
+
+
+@pytest.mark.asyncio
+async def test_the_mailbox_never_refuses_intents_and_bounds_reconciles(ledger: WatchedLedger) -> None:
+    actor = make_actor(RecordingVenue(), ledger, Book(START), FakeTime(), mailbox_size=2)
+    for k in range(5):
+        actor.tell(ExecuteIntent(make_intent(k, sell("ETH-USDT", "0.1"))))
+    with pytest.raises(MailboxFull):
+        actor.tell(Reconcile())
+    assert actor.mailbox_depth == 5
+    roomy = make_actor(RecordingVenue(), ledger, Book(START), FakeTime(), mailbox_size=10)
+    roomy.tell(Reconcile())
+    roomy.tell(Reconcile())
+    assert roomy.mailbox_depth == 1
+    with pytest.raises(TypeError):
+        roomy.tell("rebalance please")  # type: ignore[arg-type]
+
+
 # ccxt venue against the fake Binance ----------------------------------------------------------------
 
 KEY = "keel-actor-key-7XpQ2"
@@ -397,8 +479,8 @@ SELL_CID = client_order_id(make_intent(1).id, 0)
 async def test_ccxt_faults_keep_the_ledger_equal_to_the_exchange(
         fake: BinanceFake, ccxt_venue: CcxtVenue, ledger: WatchedLedger, fault: Fault | None, outcome: str,
         sell_status: str, posts: int) -> None:
-    clock, book = FakeTime(), Book(START)
-    actor = make_actor(ccxt_venue, ledger, book, clock)
+    clock, book, sensor = FakeTime(), Book(START), RecordingSensor()
+    actor = make_actor(ccxt_venue, ledger, book, clock, sensor=sensor)
     intent = make_intent(1, *REBALANCE)
     if fault is not None:
         fake.inject(fault)
@@ -414,6 +496,14 @@ async def test_ccxt_faults_keep_the_ledger_equal_to_the_exchange(
     assert {(r.fill.trade_id, r.fill.price) for r in ledger_fills} == {(str(t.trade_id), t.price) for t in fake.trades}
     assert buy_order.status == "filled" and book.lowest_quote >= 0
     assert_consistent(book, await ledger.holdings(P), fake.balances)
+    assert sensor.of("done") == [(intent.id, outcome)]
+    assert [f[0] for f in sensor.of("fill")] == [r.fill.trade_id for r in ledger_fills]
+    assert all(fee > 0 and latency > 0 for _, fee, latency in sensor.of("fill"))
+    assert ("ETH-USDT", "sell", "sent") in sensor.of("order") and ("BTC-USDT", "buy", "filled") in sensor.of("order")
+    expected_errors = {None: [], "rate_limited": ["rate_limited"], "insufficient_balance": ["insufficient_funds"],
+                       "min_notional": ["rejected"], "hang": ["unknown_state"], "broken_json": ["bad_answer"]}
+    if fault is None or fault.kind in expected_errors:
+        assert [e[0] for e in sensor.of("error")] == expected_errors[fault.kind if fault else None]
     if fault is not None and fault.kind == "rate_limited":
         assert any(2.0 <= s <= 2.2 for s in clock.sleeps), clock.sleeps
     if sell_status == "rejected":

@@ -179,6 +179,10 @@ async def test_three_workers_share_partitions_survive_a_kill_and_record_the_sing
         # the lease expires <= LEASE_SECS after the crash; a lease round every LEASE_SECS / 4 then takes
         # the partition, and the next heartbeat shows it
         assert took <= 2 * LEASE_SECS + 1.0, f"takeover of {lost} took {took:.2f}s"
+        in_lost = {f[0] for f in all_fills if partition_of(str(f[0]), PARTITIONS) in lost}
+        before = {f[0] for f in phase1_fills} & in_lost
+        after = {f[0] for f in all_fills[len(phase1_fills):]} & in_lost
+        assert before and after, "the lost partitions must have traded before the crash and after the takeover"
 
         await publish(nc, ticks[half:], half)
         await wait_until(lambda: recorded(all_intents, all_fills), 60, "all fills recorded")
