@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from functools import partial
 
 from engine.book import PriceBook
 from engine.clock import Clock, TimerHandle
@@ -98,7 +99,7 @@ class Engine:
             if spec.schedule is not None:
                 self._schedule_calendar(rt, clock.now_ns())
             if spec.target_policy is not None and spec.recompute_ns > 0:
-                clock.call_at(clock.now_ns() + spec.recompute_ns, lambda ts, rt=rt: self._on_recompute(rt, ts))
+                clock.call_at(clock.now_ns() + spec.recompute_ns, partial(self._on_recompute, rt))
 
     # ticks ----------------------------------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class Engine:
             log.info("%s: armed (drift %.4f)", spec.name, rt.portfolio.drift(spec.relative_drift))
             self.sensor.on_trigger_state(spec.name, "armed")
             rt.debounce_timer = self.clock.call_at(
-                rt.trigger.deadline_ns, lambda ts, rt=rt, since=since: self._on_debounce(rt, ts, since))
+                rt.trigger.deadline_ns, partial(self._on_debounce, rt, since=since))
         elif action is Action.HEALED:
             log.info("%s: healed inside the debounce", spec.name)
             self.sensor.on_trigger_state(spec.name, "idle")
@@ -196,7 +197,7 @@ class Engine:
 
     # timers -----------------------------------------------------------------------------------------
 
-    def _on_debounce(self, rt: PortfolioRuntime, ts: int, since: int) -> None:
+    def _on_debounce(self, rt: PortfolioRuntime, ts: int, *, since: int) -> None:
         rt.debounce_timer = None
         if rt.paused:
             return
@@ -219,7 +220,7 @@ class Engine:
     def _schedule_calendar(self, rt: PortfolioRuntime, now_ns: int) -> None:
         assert rt.spec.schedule is not None
         nxt = rt.spec.schedule(now_ns)
-        rt.calendar_timer = self.clock.call_at(nxt, lambda ts, rt=rt: self._on_boundary(rt, ts))
+        rt.calendar_timer = self.clock.call_at(nxt, partial(self._on_boundary, rt))
 
     def _on_boundary(self, rt: PortfolioRuntime, ts: int) -> None:
         self._schedule_calendar(rt, ts)
@@ -236,7 +237,7 @@ class Engine:
     def _on_recompute(self, rt: PortfolioRuntime, ts: int) -> None:
         spec = rt.spec
         assert spec.target_policy is not None and spec.thresholds_for is not None
-        self.clock.call_at(ts + spec.recompute_ns, lambda t, rt=rt: self._on_recompute(rt, t))
+        self.clock.call_at(ts + spec.recompute_ns, partial(self._on_recompute, rt))
         if rt.portfolio.priced():
             self._recompute_targets(rt)
 
@@ -298,7 +299,7 @@ class Engine:
         rt.trigger.fired(now_ns)
         if rt.window_timer is not None:
             rt.window_timer.cancel()
-        rt.window_timer = self.clock.call_at(rt.trigger.until_ns, lambda ts, rt=rt: self._on_window_end(rt, ts))
+        rt.window_timer = self.clock.call_at(rt.trigger.until_ns, partial(self._on_window_end, rt))
         self.sensor.on_trigger_state(spec.name, "cooldown")
         if reason is Reason.START:
             rt.started = True
@@ -374,7 +375,7 @@ class Engine:
             until = last_intent_ns + rt.spec.window_ns
             if until > self.clock.now_ns():
                 rt.trigger.fired(last_intent_ns)
-                rt.window_timer = self.clock.call_at(until, lambda ts, rt=rt: self._on_window_end(rt, ts))
+                rt.window_timer = self.clock.call_at(until, partial(self._on_window_end, rt))
 
     def pause(self, name: str) -> None:
         """Stop the trigger firing; drift keeps being computed."""

@@ -60,18 +60,14 @@ class SymbolBands:
         self.hi_start = 0
         self.pn = 0
 
-    def append(self, p: I32, ver: U32, lo: F64, hi: F64) -> None:
-        """Add entries to the pending buffer (growing it by doubling)."""
-        n, k = self.pn, int(p.shape[0])
+    def append(self, rows: F64) -> None:
+        """Add pending rows `[portfolio, version, lo, hi]` (growing the buffer by doubling)."""
+        n, k = self.pn, int(rows.shape[0])
         if n + k > self.pend.shape[0]:
             new = np.empty((max(2 * self.pend.shape[0], n + k), 4))
             new[:n] = self.pend[:n]
             self.pend = new
-        block = self.pend[n:n + k]
-        block[:, 0] = p
-        block[:, 1] = ver
-        block[:, 2] = lo
-        block[:, 3] = hi
+        self.pend[n:n + k] = rows
         self.pn = n + k
 
     def _pending(self, rows: slice | npt.NDArray[np.intp]) -> tuple[I32, U32, F64, F64]:
@@ -117,11 +113,11 @@ class SymbolBands:
             block = self.pend[:n]
             out = (block[:, 2] > m) | (block[:, 3] < m)
             if out.any():
-                p, ver, _, _ = self._pending(np.flatnonzero(out))
+                idx = np.flatnonzero(out)
+                p, ver, _, _ = self._pending(idx)
                 found.append(p[ver == cur_ver[p]])
-                kept = block[~out]
-                self.pn = int(kept.shape[0])
-                self.pend[:self.pn] = kept
+                block[idx, 2] = -np.inf  # consumed: a band no price can leave; the next merge drops it
+                block[idx, 3] = np.inf
         return found
 
     def sorted_size(self) -> int:
@@ -159,23 +155,22 @@ class BandIndex:
         """Add flat entries to their symbols' pending buffers, merging a buffer that grew too big."""
         if sym.shape[0] == 0:
             return
-        if sym.shape[0] == 1 or bool(np.all(sym == sym[0])):
-            self._add_one(int(sym[0]), p, ver, lo, hi, cur_ver)
-            return
         order = np.argsort(sym, kind="stable")
-        sym, p, ver, lo, hi = sym[order], p[order], ver[order], lo[order], hi[order]
+        sym = sym[order]
+        rows = np.empty((sym.shape[0], 4))
+        rows[:, 0] = p[order]
+        rows[:, 1] = ver[order]
+        rows[:, 2] = lo[order]
+        rows[:, 3] = hi[order]
         cuts = np.flatnonzero(sym[1:] != sym[:-1]) + 1
         starts = [0, *cuts.tolist()]
         ends = [*cuts.tolist(), int(sym.shape[0])]
         for a, b in zip(starts, ends, strict=True):
-            self._add_one(int(sym[a]), p[a:b], ver[a:b], lo[a:b], hi[a:b], cur_ver)
-
-    def _add_one(self, s: int, p: I32, ver: U32, lo: F64, hi: F64, cur_ver: U32) -> None:
-        bands = self.bands[s]
-        bands.append(p, ver, lo, hi)
-        if bands.pn > max(MERGE_MIN, bands.sorted_size() // MERGE_FRACTION):
-            bands.merge(cur_ver)
-            self.merges += 1
+            bands = self.bands[int(sym[a])]
+            bands.append(rows[a:b])
+            if bands.pn > max(MERGE_MIN, bands.sorted_size() // MERGE_FRACTION):
+                bands.merge(cur_ver)
+                self.merges += 1
 
     def leaving(self, s: int, m: float, cur_ver: U32) -> I32:
         """Live portfolios (sorted, unique) whose band for symbol `s` a mid of `m` leaves.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 
 
-class TriggerState(str, enum.Enum):
+class TriggerState(enum.StrEnum):
     """Where the trigger is."""
 
     IDLE = "idle"

@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 
-class Side(str, enum.Enum):
+class Side(enum.StrEnum):
     """Order side."""
 
     BUY = "buy"
     SELL = "sell"
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     """Why an intent was emitted."""
 
     START = "start"

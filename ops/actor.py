@@ -51,6 +51,10 @@ class _BadReport(Exception):
     """The venue's report does not fit the recorded order."""
 
 
+class _Unreachable(Exception):
+    """The venue could not be asked about an order (which is NOT the same as the venue not knowing it)."""
+
+
 class ExecutionActor:
     """Executes intents against a venue, recording every order and fill in the ledger first.
 
@@ -301,7 +305,7 @@ class ExecutionActor:
                     await self._write(p, [PutOrders((order,))])
                 except DuplicateOrder:
                     log.warning("order %s is already in the ledger: looking it up, never sending it twice", cid)
-                    found = await self._lookup(p, cid, order.symbol, patient=True)
+                    found = await self._lookup(p, cid, order.symbol, patient=True)  # _Unreachable: unknown
                     return LegOutcome.UNKNOWN if found is None else await self._settle(p, intent.ts_ns, order, found, state)
             sent = await self._send(p, order)
             if isinstance(sent, LegOutcome):
@@ -312,7 +316,7 @@ class ExecutionActor:
             return LegOutcome.FAILED
         except LedgerError:
             return LegOutcome.FAILED
-        except _BadReport:
+        except (_BadReport, _Unreachable):
             return LegOutcome.UNKNOWN
         except Exception:  # the leg's boundary: the order stays recorded and Reconcile settles it
             log.exception("order %s failed unexpectedly; left to Reconcile", cid)
@@ -351,7 +355,10 @@ class ExecutionActor:
                     log.warning("order %s rejected (%s): %s", cid, exc.kind, exc)
                     return LegOutcome.FAILED
                 log.warning("order %s: %s after sending (%s); looking it up by client order id", cid, exc.kind, exc)
-                found = await self._lookup(p, cid, order.symbol, patient=True)
+                try:
+                    found = await self._lookup(p, cid, order.symbol, patient=True)
+                except _Unreachable:
+                    found = None
                 if found is None:
                     await self._write(p, [SetOrderStatus(cid, "unknown", f"{exc.kind}: {exc}; not found by client id")])
                     self._sensor.on_order(p, order.symbol, side, "unknown")
@@ -399,7 +406,10 @@ class ExecutionActor:
                 if canceled is not None:
                     report = canceled
                     await self._commit_report(p, intent_ts_ns, report, state)
-            final = await self._lookup(p, cid, symbol, patient=False)
+            try:
+                final = await self._lookup(p, cid, symbol, patient=False)
+            except _Unreachable:
+                final = None
             if final is not None:
                 report = final
                 await self._commit_report(p, intent_ts_ns, report, state)
@@ -435,7 +445,11 @@ class ExecutionActor:
                 self._callback(self._on_fill, p, fill)
 
     async def _lookup(self, p: str, cid: str, symbol: str, *, patient: bool) -> OrderReport | None:
-        """Find an order by client order id, retrying errors (and, when patient, not-found) up to max_retry_secs."""
+        """Find an order by client order id: its report, or None when the venue says it does not know it.
+
+        Errors are retried with backoff up to max_retry_secs (and, when patient, so is not-found);
+        raises _Unreachable when the venue never answered.
+        """
         deadline = self._monotonic() + self._max_retry_secs
         attempt = 0
         while True:
@@ -443,12 +457,16 @@ class ExecutionActor:
                 report = await self._venue.fetch_order(cid, symbol)
                 if report is not None or not patient:
                     return report
+                answered = True
                 log.info("order %s is not (yet) known to %s", cid, self._venue.name)
             except VenueError as exc:
+                answered = False
                 self._sensor.on_execution_error(p, exc.kind)
                 log.warning("order %s: lookup failed (%s): %s", cid, exc.kind, exc)
             delay = self._backoff.delay(attempt, self._rng)
             if self._monotonic() + delay > deadline:
+                if not answered:
+                    raise _Unreachable(f"{self._venue.name} did not answer about order {cid}")
                 return None
             await self._sleep(delay)
             attempt += 1
@@ -464,7 +482,12 @@ class ExecutionActor:
             if cid in self._live:
                 continue
             checked += 1
-            report = await self._lookup(p, cid, order.symbol, patient=False)
+            try:
+                report = await self._lookup(p, cid, order.symbol, patient=False)
+            except _Unreachable as exc:
+                log.error("order %s stays %s: %s", cid, record.status, exc)
+                still_open += 1
+                continue
             if report is None:
                 if record.status in ("pending", "unknown"):
                     await self._not_placed(p, order, f"unknown to {self._venue.name} after a {record.status} record")

@@ -274,7 +274,7 @@ def write_outputs(out_dir: Path, engine: Engine, replay: ColumnarReplay, recorde
 
 
 def _write_equity(path: Path, eq: dict[str, np.ndarray]) -> None:
-    cols = ["value", "hodl_value", "drift"] + sorted(k for k in eq if k.startswith("w_"))
+    cols = ["value", "hodl_value", "drift", *sorted(k for k in eq if k.startswith("w_"))]
     with path.open("w") as f:
         f.write(",".join(["ts", "ts_ns", *cols]) + "\n")
         if not eq:

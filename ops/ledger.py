@@ -153,6 +153,7 @@ class Ledger:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._healthy = True
         self._closed = False
+        self._snapshot_lock = asyncio.Lock()
         self.outbox_event = asyncio.Event()
         self.outbox_event.set()  # a publisher starting up looks for rows left unpublished
         self._thread = threading.Thread(target=self._writer_loop, name="keel-ledger-writer", daemon=True)
@@ -262,10 +263,16 @@ class Ledger:
         return query.decode([tuple(r) for r in rows])
 
     async def rebuild_holdings(self, portfolio: str) -> dict[str, Decimal]:
-        """Holdings from the ledger alone: transfers plus every fill's exact deltas (fees included)."""
-        quote = await self._read(q_portfolio_quote(portfolio))
-        return holdings_from(portfolio, quote, await self._read(q_transfers(portfolio)),
-                             await self._read(q_fills(portfolio)))
+        """Holdings from the ledger alone: transfers plus every fill's exact deltas (fees included), one snapshot."""
+        async with self._snapshot_lock:
+            await self._reader.execute("BEGIN")
+            try:
+                quote = await self._read(q_portfolio_quote(portfolio))
+                transfers = await self._read(q_transfers(portfolio))
+                fills = await self._read(q_fills(portfolio))
+            finally:
+                await self._reader.execute("COMMIT")
+        return holdings_from(portfolio, quote, transfers, fills)
 
     async def holdings(self, portfolio: str) -> dict[str, Decimal]:
         """The portfolio's holdings as the ledger has them (same as `rebuild_holdings`)."""

@@ -26,9 +26,9 @@ OUTCOMES = ("complete", "partial", "failed", "parked")
 REBALANCED_OUTCOMES = frozenset({"complete", "partial"})
 BAD_TICK_REASONS = ("nan", "non_positive", "crossed", "backwards", "unknown_symbol", "outlier")
 ORDER_STATUSES = ("sent", "filled", "partially_filled", "rejected", "expired", "canceled", "unknown")
-EXECUTION_ERROR_KINDS = (
-    "rate_limited", "insufficient_funds", "order_rejected", "order_unknown_state",
-    "venue_unavailable", "bad_venue_answer", "ledger",
+EXECUTION_ERROR_KINDS = (  # the `kind` of ops.venues.base.VenueError subclasses, plus what the actor adds
+    "rate_limited", "insufficient_funds", "rejected", "unknown_state", "unavailable", "bad_answer", "auth",
+    "ledger", "bad_intent", "internal",
 )
 SIDES = ("buy", "sell")
 UNKNOWN_REASON = "unknown"

@@ -20,10 +20,10 @@ import logging
 import random
 import re
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import aiomqtt
 import orjson
@@ -41,6 +41,7 @@ from ops.mqtt_commands import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ONLINE = b"online"
 OFFLINE = b"offline"
@@ -115,6 +116,24 @@ class Backoff:
         """The wait before the next attempt after `failures` (>= 1) failures in a row."""
         base = min(self.cap_secs, self.initial_secs * self.factor ** min(max(failures - 1, 0), 64))
         return base * (0.5 + 0.5 * rng.random())
+
+
+def _cancel_requests() -> int:
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+async def _guarded(call: Awaitable[T]) -> T:
+    """Await an aiomqtt call, re-raising a cancellation that it swallowed.
+
+    aiomqtt waits with asyncio.wait_for, which in Python 3.11 drops a cancellation that arrives as the awaited
+    acknowledgement completes (fixed in 3.12); the task would then never stop.
+    """
+    cancels = _cancel_requests()
+    result = await call
+    if _cancel_requests() > cancels:
+        raise asyncio.CancelledError
+    return result
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -250,7 +269,10 @@ class MqttBridge:
         )
 
     async def _session(self) -> None:
+        cancels = _cancel_requests()
         async with self._client() as client:
+            if _cancel_requests() > cancels:
+                raise asyncio.CancelledError  # swallowed while connecting (see _guarded)
             self.counters.connects += 1
             if self.counters.connects > 1:
                 self.counters.reconnects += 1
@@ -259,8 +281,8 @@ class MqttBridge:
                     # The receiver goes first: it is what notices a lost connection (aiomqtt does not wake a
                     # publish waiting for its acknowledgement), and it cancels everything here when it does.
                     tg.create_task(self._receive_commands(client), name="mqtt-receive")
-                    await client.subscribe(self._command_filter, qos=1)
-                    await client.publish(self._status_topic, ONLINE, qos=1, retain=True)
+                    await _guarded(client.subscribe(self._command_filter, qos=1))
+                    await _guarded(client.publish(self._status_topic, ONLINE, qos=1, retain=True))
                     self.counters.published += 1
                     log.info("MQTT connected to %s:%d as %s", self._config.host, self._config.port,
                              self._config.client_id)
@@ -313,7 +335,7 @@ class MqttBridge:
         self, client: aiomqtt.Client, topic: str, payload: bytes, window: asyncio.Semaphore,
     ) -> None:
         try:
-            await client.publish(topic, payload, qos=1)
+            await _guarded(client.publish(topic, payload, qos=1))
             self.counters.published += 1
         finally:
             window.release()
@@ -325,12 +347,12 @@ class MqttBridge:
             for snapshot in self._snapshots():
                 state = state_payload(snapshot)
                 if last_state.get(snapshot.name) != state:
-                    await client.publish(self._topic(snapshot.name, "state"), state, qos=1, retain=True)
+                    await _guarded(client.publish(self._topic(snapshot.name, "state"), state, qos=1, retain=True))
                     last_state[snapshot.name] = state
                     self.counters.published += 1
                 drift = drift_payload(snapshot)
                 if last_drift.get(snapshot.name) != drift:
-                    await client.publish(self._topic(snapshot.name, "drift"), drift, qos=0)
+                    await _guarded(client.publish(self._topic(snapshot.name, "drift"), drift, qos=0))
                     last_drift[snapshot.name] = drift
                     self.counters.published += 1
             await asyncio.sleep(self._config.drift_interval_secs)
@@ -340,7 +362,7 @@ class MqttBridge:
             self._answer_ready.clear()
             while self._answers:
                 topic, payload = self._answers[0]
-                await client.publish(topic, payload, qos=1)
+                await _guarded(client.publish(topic, payload, qos=1))
                 self._answers.popleft()
                 self.counters.published += 1
             await self._answer_ready.wait()

@@ -13,8 +13,8 @@ import os
 import signal
 import time
 from collections import deque
-from contextvars import ContextVar
 from collections.abc import Callable
+from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from engine.planner import DEFAULT_RULES
 from engine.sensor import NULL_SENSOR, Sensor
 from engine.types import Fill, Intent, PortfolioSnapshot, Reason, Tick, Transfer
 from ops.actor import ExecutionActor
-from ops.actor_messages import ExecuteIntent, Stop
+from ops.actor_messages import ExecuteIntent, MailboxFull, Reconcile, Stop
 from ops.config import Config
 from ops.ledger import Ledger
 from ops.live import LiveClock, LiveDriver
@@ -128,10 +128,10 @@ class Service:
 
     async def _holdings_after(self, ledger: Ledger, name: str, start_id: str) -> dict[str, Decimal]:
         """Transfers plus the fills of the start intent: the basket HODL compares against."""
-        from ops.ledger_read import holdings_from, q_transfers
+        from ops.ledger_read import holdings_from
 
         quote = self.engine.runtimes[name].spec.quote if self.engine is not None else "USDT"
-        transfers = await ledger._read(q_transfers(name))
+        transfers = await ledger.transfers(name)
         fills = [rec for rec in await ledger.fills(name) if rec.fill.client_order_id[1:17] == start_id]
         return holdings_from(name, quote, transfers, fills)
 
@@ -218,8 +218,10 @@ class Service:
         self.recent_fills.append((portfolio, fill))
 
     def on_done(self, intent: Intent, outcome: str) -> None:
-        """An intent finished executing."""
-        assert self.engine is not None
+        """An intent finished executing; a partial one has its open orders reconciled at once."""
+        assert self.engine is not None and self.actor is not None
+        if outcome == "partial":
+            self.actor.tell(Reconcile())
         self.quotes.pop(intent.id, None)
         self.engine.intent_done(intent.portfolio, intent)
         self.events.append(f"{intent.portfolio}: {intent.reason.value} rebalance {outcome}")
@@ -286,6 +288,7 @@ class Service:
                     actor_task = tg.create_task(actor.run(), name="execution-actor")
                     feed_task = tg.create_task(source.run(on_tick), name="feed")
                     health_task = tg.create_task(health.run(), name="feed-health")
+                    extra = [*extra, self._reconcile_loop]
                     others = [tg.create_task(fn(), name=getattr(fn, "__name__", "task")) for fn in extra]
                     mqtt = self._mqtt_task(tg)
                     self.ready.set()
@@ -304,6 +307,14 @@ class Service:
             if recorder is not None:
                 recorder.close()
         return 0
+
+    async def _reconcile_loop(self) -> None:
+        """Every 30 s, orders left open or unknown are looked up at the venue (a lost answer settles late)."""
+        while True:
+            await asyncio.sleep(30.0)
+            if self.actor is not None:
+                with contextlib.suppress(MailboxFull):
+                    self.actor.tell(Reconcile())
 
     def _on_stale(self, symbol: str, stale: bool) -> None:
         self.sensor.on_stale(symbol, stale)

@@ -66,6 +66,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.lock = asyncio.Lock()
         self.ticks = self.intents = self.fills = self.dropped = 0
+        self.live = 1
 
     # ticks ------------------------------------------------------------------------------------------
 
@@ -190,32 +191,38 @@ class Worker:
         self.fleet.deactivate(self.rows_by_part[part])
         self.active_parts.discard(part)
 
-    async def lease_round(self) -> None:
-        """Heartbeat, renew, then shed or take partitions towards our share."""
+    async def renew_loop(self) -> None:
+        """Renew our leases and beat our heart every quarter of the lease time (alone, so nothing delays it)."""
+        while True:
+            lost = await self.leases.renew()
+            if lost:
+                async with self.lock:
+                    for part in lost:
+                        self._deactivate(part)
+            self.live = await self.leases.heartbeat(self.status())
+            await asyncio.sleep(self.leases.lease_secs / 4)  # the renewal period, not a synchronisation
+
+    async def balance_round(self) -> None:
+        """Shed partitions beyond our share, or take free ones up to it."""
         leases = self.leases
-        live = await leases.heartbeat(self.status())
-        lost = await leases.renew()
-        if lost:
-            async with self.lock:
-                for part in lost:
-                    self._deactivate(part)
-        target = leases.target(live)
+        target = leases.target(self.live)
         extras = leases.extras(target)
         if extras:
             async with self.lock:
                 for part in extras:
                     self._deactivate(part)
             await leases.release(extras)
-            log.info("%s: released %d partitions (share %d of %d workers)", self.worker_id, len(extras), target, live)
+            log.info("%s: released %d partitions (share %d of %d workers)", self.worker_id, len(extras), target,
+                     self.live)
         elif len(leases.owned) < target:
             for part in await leases.acquire(target - len(leases.owned)):
                 await self.take_over(part)
 
-    async def lease_loop(self) -> None:
-        """A lease round every quarter of the lease time."""
+    async def balance_loop(self) -> None:
+        """A balance round every quarter of the lease time."""
         while True:
-            await self.lease_round()
-            await asyncio.sleep(self.leases.lease_secs / 4)  # the renewal period, not a synchronisation
+            await self.balance_round()
+            await asyncio.sleep(self.leases.lease_secs / 4)  # the balancing period, not a synchronisation
 
     def status(self) -> bytes:
         """The heartbeat body: what this worker owns and has done."""
@@ -246,7 +253,9 @@ async def run_worker(nats_url: str, worker_id: str, portfolios_file: Path, ledge
         worker = Worker(nc, worker_id, fleet, PartitionRecord(js, ledger_dir), leases)
         log.info("%s: started with %d portfolios in %d partitions", worker_id, fleet.n, partitions)
         async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(worker.tick_loop()), tg.create_task(worker.lease_loop())]
+            worker.live = await leases.heartbeat(worker.status())
+            tasks = [tg.create_task(worker.tick_loop()), tg.create_task(worker.renew_loop()),
+                     tg.create_task(worker.balance_loop())]
             stopping = tg.create_task(stop.wait())
             await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in tasks:

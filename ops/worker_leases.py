@@ -40,6 +40,7 @@ class Leases:
         self.lease_secs = lease_secs
         self.owned: dict[int, int] = {}  # partition -> revision of our lease
         self.renewed_at: dict[int, float] = {}
+        self._mutex = asyncio.Lock()  # renewals, releases and acquisitions never interleave
         self._leases: KeyValue | None = None
         self._workers: KeyValue | None = None
         digest = hashlib.blake2b(worker_id.encode(), digest_size=4).digest()
@@ -70,12 +71,14 @@ class Leases:
         return at is not None and time.monotonic() - at < self.lease_secs * TRUST_FRACTION
 
     async def heartbeat(self, status: bytes) -> int:
-        """Publish our heartbeat; returns the number of live workers (ourselves included)."""
+        """Publish our heartbeat; returns the number of live workers (ourselves included).
+
+        The count is the bucket stream's message count (one request, where listing keys costs a consumer):
+        a worker that left cleanly still counts until its delete marker expires, one lease time later.
+        """
         await self.workers.put(f"w.{self.worker_id}", status)
-        try:
-            return max(1, len(await self.workers.keys()))
-        except nats.js.errors.NoKeysError:
-            return 1
+        info = await self.js.stream_info(f"KV_{WORKER_BUCKET}")
+        return max(1, int(info.state.messages))
 
     def target(self, live: int) -> int:
         """Our fair share of partitions."""
@@ -93,7 +96,8 @@ class Leases:
             except nats.js.errors.KeyWrongLastSequenceError:
                 lost.append(part)
 
-        await _bounded(one(p, r) for p, r in list(self.owned.items()))
+        async with self._mutex:
+            await _bounded(one(p, r) for p, r in list(self.owned.items()))
         for part in lost:
             log.warning("%s: lease on partition %d lost", self.worker_id, part)
             self.owned.pop(part, None)
@@ -115,10 +119,11 @@ class Leases:
             if len(taken) >= count:
                 break
             started = time.monotonic()
-            try:
-                self.owned[part] = await self.leases.create(lease_key(part), self.worker_id.encode())
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue  # another worker was quicker
+            async with self._mutex:
+                try:
+                    self.owned[part] = await self.leases.create(lease_key(part), self.worker_id.encode())
+                except nats.js.errors.KeyWrongLastSequenceError:
+                    continue  # another worker was quicker
             self.renewed_at[part] = started
             taken.append(part)
         return taken
@@ -139,7 +144,8 @@ class Leases:
                 except nats.js.errors.KeyWrongLastSequenceError:
                     log.warning("%s: lease on partition %d was already lost", self.worker_id, part)
 
-        await _bounded(one(p) for p in list(parts))
+        async with self._mutex:
+            await _bounded(one(p) for p in list(parts))
 
     async def leave(self) -> None:
         """Remove our heartbeat (a clean stop)."""

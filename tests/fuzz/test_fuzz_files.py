@@ -124,7 +124,7 @@ def csv_text(layout: str, rows: list[Row], newline: str, bom: bool, blank_every:
         else:
             values = [str(r.fields[source[c]]) for c in cols]
             shape = r.fields.get("shape")
-            values = values + ["1"] if shape == "extra_field" else values[:-1] if shape == "missing_field" else values
+            values = [*values, "1"] if shape == "extra_field" else values[:-1] if shape == "missing_field" else values
             lines.append(",".join(values))
         if blank_every and n % blank_every == 0:
             lines.append("")
@@ -247,7 +247,7 @@ def test_every_bad_candle_is_counted_under_its_reason(folder: Path, kinds: list[
                   "volume": "10"}
         line = [values[c] for c in order]
         shape = r.fields.get("shape")
-        line = line + ["1"] if shape == "extra_field" else line[:-1] if shape == "missing_field" else line
+        line = [*line, "1"] if shape == "extra_field" else line[:-1] if shape == "missing_field" else line
         lines.append(",".join(line))
     content = ("\n".join(lines) + "\n").encode()
     path = fresh(folder, ".csv.gz" if gz else ".csv")

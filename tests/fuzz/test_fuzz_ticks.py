@@ -276,7 +276,7 @@ def test_an_absurd_price_without_the_guard_never_stops_the_engine() -> None:
 
 
 def test_a_confirmed_move_is_taken_and_a_lone_spike_is_not() -> None:
-    engine, clock, sink, executor = engine_for(0.2)
+    engine, clock, _, _ = engine_for(0.2)
     i = engine.book.index("BTC-USDT")
     seq = [(40_000.0, 1), (4e9, 2), (40_100.0, 3), (80_000.0, 4), (80_400.0, 5)]
     for price, secs in seq:

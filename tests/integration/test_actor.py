@@ -20,7 +20,7 @@ from ops.actor import ExecutionActor
 from ops.actor_messages import ExecuteIntent, MailboxFull, Reconcile, Stop
 from ops.ledger import Ledger
 from ops.ledger_sync import PutIntent, PutOrderReport, PutOrders, SetIntentStatus, WriteOp
-from ops.venues.base import OrderReport, OrderStatus, OrderUnknownState
+from ops.venues.base import OrderReport, OrderStatus, OrderUnknownState, VenueUnavailable
 from ops.venues.binance_fake import ORDER, BinanceFake, Fault, SymbolSpec
 from ops.venues.ccxt_venue import CcxtVenue
 from ops.venues.paper import PaperVenue
@@ -432,6 +432,35 @@ async def test_the_mailbox_never_refuses_intents_and_bounds_reconciles(ledger: W
     assert roomy.mailbox_depth == 1
     with pytest.raises(TypeError):
         roomy.tell("rebalance please")  # type: ignore[arg-type]
+
+
+class DownVenue(RecordingVenue):
+    """A venue that cannot be reached for lookups while `down`."""
+
+    down = True
+
+    async def fetch_order(self, client_order_id: str, symbol: str) -> OrderReport | None:
+        if self.down:
+            raise VenueUnavailable("paper: connection refused")
+        return await super().fetch_order(client_order_id, symbol)
+
+
+@pytest.mark.asyncio
+async def test_recovery_while_the_venue_is_down_leaves_orders_open_instead_of_guessing(ledger: WatchedLedger) -> None:
+    intent = make_intent(1, sell("ETH-USDT", "0.5"))
+    sent = Order(client_order_id(intent.id, 0), intent.id, P, 0, "ETH-USDT", Side.SELL, Decimal("0.5"))
+    await ledger.submit([PutIntent(intent, "executing"), PutOrders((sent,))])
+    venue, book, clock = DownVenue(balances=START), Book(START), FakeTime()
+    await RecordingVenue.place_order(venue, sent)
+    actor = make_actor(venue, ledger, book, clock, max_retry_secs=3.0)
+    summary = await actor.recover()
+    assert (summary.orders_checked, summary.not_placed, summary.still_open, summary.fills_recorded) == (1, 0, 1, 0)
+    record = await ledger.order(sent.client_order_id)
+    assert record is not None and record.status == "pending" and clock.now > 2.0
+    venue.down = False
+    summary = await actor.reconcile()
+    assert (summary.settled, summary.fills_recorded, summary.not_placed) == (1, 1, 0)
+    assert_consistent(book, await ledger.holdings(P), await venue.balances())
 
 
 # ccxt venue against the fake Binance ----------------------------------------------------------------

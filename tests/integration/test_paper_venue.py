@@ -33,9 +33,9 @@ async def test_fills_match_the_backtest_rules_exactly() -> None:
     expected = paper_fill(buy, *PRICES["BTC-USDT"], quote="USDT", fee_rate=Decimal("0.001"),
                           slippage_bps=Decimal("2"), rules=RULES["BTC-USDT"], trade_id=f"{buy.client_order_id}-1",
                           ts_ns=report.fills[0].ts_ns)
-    assert report.fills == (expected,)
-    assert (report.status, report.filled_quantity, report.order_id) == (OrderStatus.FILLED, expected.quantity if expected else 0,
-                                                                        expected.order_id if expected else "")
+    assert expected is not None and report.fills == (expected,)
+    assert (report.status, report.filled_quantity, report.order_id) == (OrderStatus.FILLED, expected.quantity,
+                                                                        expected.order_id)
     [fill] = report.fills
     assert fill.price == Decimal("50010") * (1 + Decimal("0.0002")) and fill.quantity * fill.price <= Decimal(3000)
     sell = await venue.place_order(order("k00000000000000010100", Side.SELL, "1.23456", symbol="ETH-USDT"))

@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]
 COINS = ["BTC", "ETH", "SOL", "XRP", "ADA"]
 START = [40000.0, 2500.0, 100.0, 0.5, 0.4]
 PARTITIONS = 24
-LEASE_SECS = 2.0
+LEASE_SECS = 3.0
 FEE = Decimal("0.001")
 
 
