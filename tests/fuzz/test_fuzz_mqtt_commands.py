@@ -38,9 +38,11 @@ from ops.mqtt_commands import (
 from tests.fuzz import family
 from tests.integration.services import HOST, mosquitto
 
-ids = st.from_regex(r"\A[A-Za-z0-9._:-]{1,64}\Z")
-assets = st.from_regex(r"\A[A-Z0-9]{1,20}\Z")
-amounts = st.from_regex(r"\A[0-9]{1,12}(\.[0-9]{1,12})?\Z").filter(lambda a: Decimal(a) > 0)
+ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
+ids = st.text(ID_CHARS, min_size=1, max_size=64)
+assets = st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=20)
+amounts = st.builds(lambda whole, frac: whole + ("." + frac if frac else ""), st.text("0123456789", min_size=1, max_size=12),
+                    st.text("0123456789", max_size=12)).filter(lambda a: Decimal(a) > 0)
 BAD_IDS = ("", "x" * 65, "a b", "ü", "a/b", "a\nb", "a+b", "#")
 BAD_ASSETS = ("usdt", "", "A" * 21, "US-DT", "US DT")
 BAD_AMOUNTS = ("0", "0.0", "-1", "1e5", "1,5", ".5", "5.", "1" * 31, "NaN", "Infinity", " 1", "+1", "0x10")
@@ -129,7 +131,7 @@ def bad_payloads(draw: st.DrawFn) -> tuple[str, bytes]:
     return kind, json.dumps(obj, ensure_ascii=False).encode()
 
 
-@settings(max_examples=800, deadline=None, derandomize=True, database=None,
+@settings(max_examples=1000, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(bad=bad_payloads())
 def test_every_bad_payload_is_rejected_with_a_reason(bad: tuple[str, bytes]) -> None:
