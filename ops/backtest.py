@@ -141,13 +141,14 @@ def run_backtest(config: Config, cols: TickColumns, out_dir: Path | None = None,
     replay.run(progress=progress)
     engine_seconds = time.process_time() - started
     summaries = {}
+    equity = {name: _equity(engine, name, replay, recorder) for name in engine.runtimes}
     for name in engine.runtimes:
-        summaries[name] = summarise(engine, name, replay, recorder, config)
+        summaries[name] = summarise(engine, name, replay, recorder, config, equity[name])
     if ledger is not None:
         ledger.commit()
         ledger.close()
     if out_dir is not None:
-        write_outputs(out_dir, engine, replay, recorder, summaries, config, report=report)
+        write_outputs(out_dir, engine, recorder, summaries, equity, report=report)
     return BacktestResult(summaries, recorder.sink.intents, len(cols), engine_seconds)
 
 
@@ -200,11 +201,11 @@ def max_drawdown(values: np.ndarray) -> float:
     return float(np.max(1.0 - values / peak))
 
 
-def summarise(engine: Engine, name: str, replay: ColumnarReplay, recorder: Recorder, config: Config) -> dict[str, Any]:
+def summarise(engine: Engine, name: str, replay: ColumnarReplay, recorder: Recorder, config: Config,
+              eq: dict[str, np.ndarray]) -> dict[str, Any]:
     """summary.json of one portfolio."""
     rt = engine.runtimes[name]
     p = rt.portfolio
-    eq = _equity(engine, name, replay, recorder)
     final_value = p.value()
     hodl_value = engine.hodl_value(name)
     mean_value = float(np.mean(eq["value"])) if eq and len(eq["value"]) else final_value
@@ -245,8 +246,8 @@ def _start_id(recorder: Recorder, name: str) -> str:
     return ""
 
 
-def write_outputs(out_dir: Path, engine: Engine, replay: ColumnarReplay, recorder: Recorder,
-                  summaries: dict[str, dict[str, Any]], config: Config, *, report: bool) -> None:
+def write_outputs(out_dir: Path, engine: Engine, recorder: Recorder, summaries: dict[str, dict[str, Any]],
+                  equity: dict[str, dict[str, np.ndarray]], *, report: bool) -> None:
     """Every output file, one folder per portfolio when there are several."""
     names = list(engine.runtimes)
     for name in names:
@@ -266,8 +267,7 @@ def write_outputs(out_dir: Path, engine: Engine, replay: ColumnarReplay, recorde
                     w.writerow([iso(fill.ts_ns), fill.ts_ns, fill.client_order_id[1:17], fill.client_order_id,
                                 fill.trade_id, fill.symbol, fill.side.value, fill.quantity, fill.price, fill.fee,
                                 fill.fee_asset])
-        eq = _equity(engine, name, replay, recorder)
-        _write_equity(d / "equity.csv", eq)
+        _write_equity(d / "equity.csv", equity[name])
         if report:
             from ops.report import render_report
             render_report(d)

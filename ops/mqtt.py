@@ -199,6 +199,7 @@ class MqttBridge:
         self.last_error = ""
         self._connected = False
         self._stopping = False
+        self._marking: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()
         self._inbox: asyncio.Queue[tuple[str, Command | CommandRejected]] = asyncio.Queue(COMMAND_QUEUE)
         self._answers: collections.deque[tuple[str, bytes]] = collections.deque()
@@ -306,6 +307,9 @@ class MqttBridge:
 
     async def _publish_outbox(self, client: aiomqtt.Client) -> None:
         outbox = self._outbox
+        if self._marking is not None:
+            await self._marking  # a batch acknowledged just before the last connection died: never send it again
+            self._marking = None
         while True:
             outbox.outbox_event.clear()
             rows = [_unpack(row) for row in await outbox.outbox_pending(OUTBOX_BATCH)]
@@ -313,9 +317,16 @@ class MqttBridge:
                 await outbox.outbox_event.wait()
                 continue
             await self._publish_rows(client, rows)
-            await outbox.mark_published([seq for seq, _, _ in rows])
-            self.counters.events_published += len(rows)
-            self._notify()
+            # Acknowledged rows are marked even if the connection dies meanwhile (shielded).
+            marking = asyncio.get_running_loop().create_task(self._mark_published([seq for seq, _, _ in rows]))
+            self._marking = marking
+            await asyncio.shield(marking)
+            self._marking = None
+
+    async def _mark_published(self, seqs: list[int]) -> None:
+        await self._outbox.mark_published(seqs)
+        self.counters.events_published += len(seqs)
+        self._notify()
 
     async def _publish_rows(self, client: aiomqtt.Client, rows: list[tuple[int, str, bytes]]) -> None:
         """Publish rows in order with up to OUTBOX_WINDOW acknowledgements outstanding; returns when all are acked."""
