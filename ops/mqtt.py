@@ -14,15 +14,16 @@ a broker outage only makes this bridge retry (capped, jittered exponential backo
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import random
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Protocol, TypeVar
 
 import aiomqtt
@@ -30,15 +31,7 @@ import orjson
 
 from engine.types import PortfolioSnapshot
 from ops.config_schema import MqttConfig
-from ops.mqtt_commands import (
-    Command,
-    CommandHandler,
-    CommandRejected,
-    CommandResult,
-    answer_payload,
-    command_name,
-    parse_command,
-)
+from ops.mqtt_commands import CommandDesk, CommandHandler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,9 +42,8 @@ OFFLINE = b"offline"
 # at most OUTBOX_WINDOW outbox publishes + 1 state/drift + 1 answer + 1 status/subscribe in flight: 9.
 OUTBOX_WINDOW = 6
 OUTBOX_BATCH = 256
-COMMAND_QUEUE = 64
-MAX_ANSWERS = 1000
 SHUTDOWN_TIMEOUT_SECS = 2.0
+STABLE_SESSION_SECS = 10.0
 CONNECTION_ERRORS = (aiomqtt.MqttError, OSError)  # ssl.SSLError is an OSError
 _TOPIC_SUFFIX = re.compile(r"[^+#/\x00$][^+#\x00]*")
 
@@ -184,10 +176,8 @@ class MqttBridge:
         self._config = config
         self._username = username
         self._password = password
-        self._portfolios = frozenset(portfolios)
         self._snapshots = snapshots
         self._outbox = outbox
-        self._commands = commands
         if ssl_context is None and config.tls:
             ssl_context = ssl.create_default_context(cafile=config.ca_file)
         self._ssl_context = ssl_context
@@ -201,9 +191,7 @@ class MqttBridge:
         self._stopping = False
         self._marking: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()
-        self._inbox: asyncio.Queue[tuple[str, Command | CommandRejected]] = asyncio.Queue(COMMAND_QUEUE)
-        self._answers: collections.deque[tuple[str, bytes]] = collections.deque()
-        self._answer_ready = asyncio.Event()
+        self._desk = CommandDesk(config.prefix, portfolios, commands, self.counters, self._notify)
         self._prefix = config.prefix
         self._status_topic = f"{config.prefix}status"
         self._command_filter = f"{config.prefix}+/cmd"
@@ -221,8 +209,9 @@ class MqttBridge:
 
     async def run(self) -> None:
         """Connect, publish and serve commands until cancelled, reconnecting after every failure."""
+        self._stopping = False
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._execute_commands(), name="mqtt-commands")
+            tg.create_task(self._desk.run(), name="mqtt-commands")
             tg.create_task(self._stay_connected(), name="mqtt-connection")
 
     def _notify(self) -> None:
@@ -242,6 +231,7 @@ class MqttBridge:
         address = f"{self._config.host}:{self._config.port}"
         while True:
             connects_before = self.counters.connects
+            started = time.monotonic()
             error: BaseException | None = None
             try:
                 await self._session()
@@ -250,16 +240,18 @@ class MqttBridge:
             if self._stopping:
                 raise asyncio.CancelledError  # a failed clean disconnect must not swallow our cancellation
             self.last_error = f"{type(error).__name__}: {error}"
-            if self.counters.connects > connects_before:
-                failures = 0
-                log.warning("MQTT connection to %s lost: %s", address, self.last_error)
+            connected = self.counters.connects > connects_before
+            if connected and time.monotonic() - started >= STABLE_SESSION_SECS:
+                failures = 0  # a connection that held resets the backoff; one that flaps does not
+            failures += 1
+            delay = self._backoff.delay_secs(failures, self._rng)
+            if connected:
+                log.warning("MQTT connection to %s lost: %s; reconnecting in %.2fs", address, self.last_error, delay)
             else:
                 self.counters.connect_failures += 1
                 self._notify()
-            failures += 1
-            delay = self._backoff.delay_secs(failures, self._rng)
-            log.warning("MQTT connect to %s: attempt %d in a row failed or lost (%s); retrying in %.2fs",
-                        address, failures, self.last_error, delay)
+                log.warning("MQTT connect to %s failed (%d in a row): %s; retrying in %.2fs", address, failures,
+                            self.last_error, delay)
             await asyncio.sleep(delay)
 
     def _client(self) -> aiomqtt.Client:
@@ -290,7 +282,8 @@ class MqttBridge:
                     self._set_connected(True)  # online: commands are accepted from here on
                     tg.create_task(self._publish_outbox(client), name="mqtt-outbox")
                     tg.create_task(self._publish_state(client), name="mqtt-state")
-                    tg.create_task(self._publish_answers(client), name="mqtt-answers")
+                    tg.create_task(self._desk.publish_answers(partial(self._publish_answer, client)),
+                                   name="mqtt-answers")
                     # Park here until a task fails: Python 3.11's TaskGroup leaks a cancellation request when a
                     # task fails after the body has ended, so the body must not end.
                     await asyncio.get_running_loop().create_future()
@@ -368,68 +361,11 @@ class MqttBridge:
                     self.counters.published += 1
             await asyncio.sleep(self._config.drift_interval_secs)
 
-    async def _publish_answers(self, client: aiomqtt.Client) -> None:
-        while True:
-            self._answer_ready.clear()
-            while self._answers:
-                topic, payload = self._answers[0]
-                await _guarded(client.publish(topic, payload, qos=1))
-                self._answers.popleft()
-                self.counters.published += 1
-            await self._answer_ready.wait()
-
-    def _answer(self, portfolio: str, payload: bytes) -> None:
-        if len(self._answers) >= MAX_ANSWERS:
-            self._answers.popleft()
-            self.counters.answers_dropped += 1
-        self._answers.append((self._topic(portfolio, "cmd/result"), payload))
-        self._answer_ready.set()
+    async def _publish_answer(self, client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        await _guarded(client.publish(topic, payload, qos=1))
+        self.counters.published += 1
 
     async def _receive_commands(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            topic = str(message.topic)
-            if not (topic.startswith(self._prefix) and topic.endswith("/cmd")):
-                continue
-            portfolio = topic[len(self._prefix):-len("/cmd")]
             payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
-            item: Command | CommandRejected
-            try:
-                item = parse_command(bytes(payload))
-            except CommandRejected as rejected:
-                item = rejected
-            if not isinstance(item, CommandRejected):
-                if message.retain:
-                    item = CommandRejected("retained commands are not executed; publish with retain=false", item.id)
-                elif portfolio not in self._portfolios:
-                    item = CommandRejected(f"unknown portfolio {portfolio!r}", item.id)
-            try:
-                self._inbox.put_nowait((portfolio, item))
-            except asyncio.QueueFull:
-                command_id = item.command_id if isinstance(item, CommandRejected) else item.id
-                self.counters.commands_error += 1
-                log.warning("MQTT command queue full; command %s for %s refused", command_id, portfolio)
-                self._answer(portfolio, answer_payload(command_id, None, CommandResult(False, "busy; try again")))
-
-    async def _execute_commands(self) -> None:
-        """Runs for the bridge's lifetime, so a lost connection never cancels a command half-way."""
-        while True:
-            portfolio, item = await self._inbox.get()
-            if isinstance(item, CommandRejected):
-                self.counters.commands_error += 1
-                log.warning("MQTT command for %s rejected: %s", portfolio, item)
-                self._answer(portfolio, answer_payload(item.command_id, None, CommandResult(False, str(item))))
-                self._notify()
-                continue
-            name = command_name(item)
-            try:
-                result = await self._commands.handle(portfolio, item)
-            except Exception as e:  # command boundary: one failing command must not stop the others
-                log.exception("MQTT command %s %s for %s failed", name, item.id, portfolio)
-                result = CommandResult(False, f"{name} failed: {type(e).__name__}: {e}")
-            if result.ok:
-                self.counters.commands_ok += 1
-            else:
-                self.counters.commands_error += 1
-            log.info("MQTT command %s %s for %s: ok=%s %s", name, item.id, portfolio, result.ok, result.message)
-            self._answer(portfolio, answer_payload(item.id, name, result))
-            self._notify()
+            self._desk.take(str(message.topic), bytes(payload), message.retain)

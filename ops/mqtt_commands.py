@@ -6,6 +6,10 @@ A command is a JSON object on `<prefix><portfolio>/cmd`, for example
 """
 from __future__ import annotations
 
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Protocol
@@ -13,7 +17,11 @@ from typing import Annotated, Any, Literal, Protocol
 import msgspec
 import orjson
 
+log = logging.getLogger(__name__)
+
 MAX_COMMAND_BYTES = 4096
+COMMAND_QUEUE = 64
+MAX_ANSWERS = 1000
 COMMAND_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
 ASSET_PATTERN = r"^[A-Z0-9]{1,20}$"
 AMOUNT_PATTERN = r"^[0-9]{1,30}(\.[0-9]{1,30})?$"
@@ -198,3 +206,94 @@ def answer_payload(command_id: str | None, cmd: str | None, result: CommandResul
     """The JSON answer published on `<portfolio>/cmd/result`."""
     body = {"id": command_id, "cmd": cmd, "ok": result.ok, "message": result.message, "data": result.data}
     return orjson.dumps(body, default=_json_default)
+
+
+class CommandCounters(Protocol):
+    """Where the desk counts (the bridge's MqttCounters)."""
+
+    commands_ok: int
+    commands_error: int
+    answers_dropped: int
+
+
+class CommandDesk:
+    """Takes commands off the connection, runs them one at a time for the bridge's lifetime, keeps the answers.
+
+    Commands run outside any connection, so a lost connection never cancels one half-way; answers wait here
+    (at most MAX_ANSWERS, oldest dropped first) until a connection publishes them.
+    """
+
+    def __init__(self, prefix: str, portfolios: Collection[str], handler: CommandHandler, counters: CommandCounters,
+                 notify: Callable[[], None]) -> None:
+        self._prefix = prefix
+        self._portfolios = frozenset(portfolios)
+        self._handler = handler
+        self._counters = counters
+        self._notify = notify
+        self._inbox: asyncio.Queue[tuple[str, Command | CommandRejected]] = asyncio.Queue(COMMAND_QUEUE)
+        self._answers: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._answer_ready = asyncio.Event()
+
+    def take(self, topic: str, payload: bytes, retained: bool) -> None:
+        """Validate a message from `<prefix><portfolio>/cmd` and queue it (or an error answer) for `run`."""
+        if not (topic.startswith(self._prefix) and topic.endswith("/cmd")):
+            return
+        portfolio = topic[len(self._prefix):-len("/cmd")]
+        item: Command | CommandRejected
+        try:
+            item = parse_command(payload)
+        except CommandRejected as rejected:
+            item = rejected
+        if not isinstance(item, CommandRejected):
+            if retained:
+                item = CommandRejected("retained commands are not executed; publish with retain=false", item.id)
+            elif portfolio not in self._portfolios:
+                item = CommandRejected(f"unknown portfolio {portfolio!r}", item.id)
+        try:
+            self._inbox.put_nowait((portfolio, item))
+        except asyncio.QueueFull:
+            command_id = item.command_id if isinstance(item, CommandRejected) else item.id
+            self._counters.commands_error += 1
+            log.warning("MQTT command queue full; command %s for %s refused", command_id, portfolio)
+            self._answer(portfolio, answer_payload(command_id, None, CommandResult(False, "busy; try again")))
+
+    async def run(self) -> None:
+        """Execute queued commands in arrival order, until cancelled."""
+        while True:
+            portfolio, item = await self._inbox.get()
+            if isinstance(item, CommandRejected):
+                self._counters.commands_error += 1
+                log.warning("MQTT command for %s rejected: %s", portfolio, item)
+                self._answer(portfolio, answer_payload(item.command_id, None, CommandResult(False, str(item))))
+                self._notify()
+                continue
+            name = command_name(item)
+            try:
+                result = await self._handler.handle(portfolio, item)
+            except Exception as e:  # command boundary: one failing command must not stop the others
+                log.exception("MQTT command %s %s for %s failed", name, item.id, portfolio)
+                result = CommandResult(False, f"{name} failed: {type(e).__name__}: {e}")
+            if result.ok:
+                self._counters.commands_ok += 1
+            else:
+                self._counters.commands_error += 1
+            log.info("MQTT command %s %s for %s: ok=%s %s", name, item.id, portfolio, result.ok, result.message)
+            self._answer(portfolio, answer_payload(item.id, name, result))
+            self._notify()
+
+    async def publish_answers(self, publish: Callable[[str, bytes], Awaitable[None]]) -> None:
+        """Publish answers as they come (one at a time; each is dropped only once `publish` returned)."""
+        while True:
+            self._answer_ready.clear()
+            while self._answers:
+                topic, payload = self._answers[0]
+                await publish(topic, payload)
+                self._answers.popleft()
+            await self._answer_ready.wait()
+
+    def _answer(self, portfolio: str, payload: bytes) -> None:
+        if len(self._answers) >= MAX_ANSWERS:
+            self._answers.popleft()
+            self._counters.answers_dropped += 1
+        self._answers.append((f"{self._prefix}{portfolio}/cmd/result", payload))
+        self._answer_ready.set()

@@ -2,7 +2,9 @@
 
 Start-up is recovery: open orders are reconciled with the venue, holdings are rebuilt from the
 ledger, and only then do ticks reach the engine. A crashed task stops the service (non-zero exit);
-SIGINT/SIGTERM park the intent in flight and close the ledger cleanly.
+SIGINT/SIGTERM park the intent in flight and close the ledger cleanly. A ledger that cannot write (disk
+full, read-only) halts trading instead: no intent reaches the venue, /readyz says why, `keel_halted` is 1,
+and the engine, feed and metrics keep running until an operator restarts keel.
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ class Service:
         self.ready = asyncio.Event()
         self.stopping = asyncio.Event()
         self.halted: str | None = None
+        self.intents_dropped = 0
         self.metrics_port: int | None = None
         self.recovery: Any = None
         self.quotes: dict[str, dict[str, tuple[float, float]]] = {}
@@ -76,7 +79,7 @@ class Service:
 
     def readiness(self) -> tuple[bool, str]:
         """/readyz: feeds fresh, ledger writable, not halted."""
-        if self.halted:
+        if self.check_halt():
             return False, f"halted: {self.halted}"
         if not self.ready.is_set():
             return False, "starting"
@@ -181,8 +184,11 @@ class Service:
     # intents and fills ---------------------------------------------------------------------------
 
     def dispatch(self, intents: list[Intent], cause_ns: int) -> None:
-        """Hand the engine's intents to the actor (observe-mode start-ins are filled virtually)."""
+        """Hand the engine's intents to the actor (observe-mode start-ins are filled virtually); none once halted."""
         assert self.actor is not None and self.engine is not None
+        if self.check_halt():
+            self._drop_while_halted(intents)
+            return
         now = time.time_ns()
         book = self.engine.book
         for intent in intents:
@@ -211,6 +217,29 @@ class Service:
                 engine.apply_fill(intent.portfolio, fill)
         engine.intent_done(intent.portfolio, intent)
 
+    def check_halt(self) -> str | None:
+        """Halt trading (once) when the actor halted or the ledger cannot write; the reason, or None."""
+        if self.halted is None:
+            if self.ledger is not None and not self.ledger.healthy:
+                self._halt("ledger not writable")
+            elif self.actor is not None and self.actor.halted:
+                self._halt("execution halted")
+        return self.halted
+
+    def _halt(self, reason: str) -> None:
+        self.halted = reason
+        self.events.append(f"HALTED: {reason}")
+        log.critical("trading halted (%s): no intent goes to the venue any more; engine, feed and metrics keep "
+                     "running; fix the cause and restart keel (start-up reconciles with the venue)", reason)
+
+    def _drop_while_halted(self, intents: list[Intent]) -> None:
+        """Intents decided while halted: counted, never executed (their portfolio stays busy, so no more come)."""
+        if not intents:
+            return
+        if self.intents_dropped == 0:
+            log.error("halted (%s): dropping intents instead of trading, starting with %s", self.halted, intents[0].id)
+        self.intents_dropped += len(intents)
+
     def on_fill(self, portfolio: str, fill: Fill) -> None:
         """A fill committed by the actor: apply it to the engine's holdings."""
         assert self.engine is not None
@@ -220,11 +249,12 @@ class Service:
     def on_done(self, intent: Intent, outcome: str) -> None:
         """An intent finished executing; a partial one has its open orders reconciled at once."""
         assert self.engine is not None and self.actor is not None
-        if outcome == "partial":
+        if outcome == "partial" and not self.check_halt():
             self.actor.tell(Reconcile())
         self.quotes.pop(intent.id, None)
         self.engine.intent_done(intent.portfolio, intent)
         self.events.append(f"{intent.portfolio}: {intent.reason.value} rebalance {outcome}")
+        self.check_halt()
 
     # the run -------------------------------------------------------------------------------------
 
@@ -243,8 +273,8 @@ class Service:
             actor = self.actor = ExecutionActor(
                 venue, ledger,
                 holdings_of=lambda p: engine.runtimes[p].portfolio.holdings,
-                on_fill=self.on_fill,
-                on_done=self.on_done,
+                on_fill=lambda p, f: self.on_fill(p, f),
+                on_done=lambda i, o: self.on_done(i, o),
                 quote_of=lambda p: engine.runtimes[p].spec.quote,
                 fee_rate_of=lambda p: engine.runtimes[p].spec.fee_rate,
                 rules_of=lambda p: engine.runtimes[p].spec.rules,
@@ -312,7 +342,7 @@ class Service:
         """Every 30 s, orders left open or unknown are looked up at the venue (a lost answer settles late)."""
         while True:
             await asyncio.sleep(30.0)
-            if self.actor is not None:
+            if self.actor is not None and not self.check_halt():
                 with contextlib.suppress(MailboxFull):
                     self.actor.tell(Reconcile())
 
@@ -334,7 +364,7 @@ class Service:
             return {s: SymbolHealthView(h.last_tick_ns, h.stale, h.ticks) for s, h in self.health.status().items()}
 
         collector = KeelCollector(self.snapshots, symbol_health, lambda: self.actor.mailbox_depth if self.actor else 0,
-                                  lambda: self.halted is not None)
+                                  lambda: self.check_halt() is not None)
         sensor.registry.register(collector)
         m = self.config.metrics
         server = MetricsServer(sensor.registry, host=m.host, port=m.port, ready=self.readiness)

@@ -40,7 +40,7 @@ CSV_LAYOUTS = ("ts_ns,symbol,bid,ask", "symbol,bid,ask,ts_ns", "ts_recv_ns,ts_ev
                "ts_ns,symbol,price")
 ROW_KINDS = ("good", "good", "good", "good", "bad_time", "bad_event_time", "bad_symbol", "not_finite",
              "not_positive", "unparseable_price", "crossed", "backwards", "extra_field", "missing_field", "foreign")
-MAX_EXAMPLES = 200
+MAX_EXAMPLES = 240
 SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 _names = itertools.count()

@@ -41,7 +41,7 @@ YEAR = 365 * 86_400 * SEC
 EVENT_TIMES = ("same", "far_future", "zero", "day_before", "max")
 KINDS = ("good", "good", "good", "good", "unknown", "nan", "non_positive", "crossed", "spike", "shift", "backwards")
 SPREAD = 1e-4
-MAX_EXAMPLES = 120
+MAX_EXAMPLES = 160
 
 
 def _mid_overflow_is_rejected() -> bool:

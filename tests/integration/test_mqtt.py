@@ -22,6 +22,7 @@ import pytest_asyncio
 
 from engine.types import PortfolioSnapshot
 from ops.config_schema import MqttConfig
+from ops.ledger import Ledger
 from ops.mqtt import Backoff, MqttBridge, Outbox
 from ops.mqtt_commands import (
     Command,
@@ -172,34 +173,12 @@ class Watcher:
 
 # ----- the bridge's collaborators -----
 
-class MemoryOutbox:
-    """The Outbox protocol in memory (used until ops.ledger exists)."""
-
-    def __init__(self) -> None:
-        self.outbox_event = asyncio.Event()
-        self._rows: list[tuple[int, str, bytes]] = []
-        self._published: set[int] = set()
-
-    async def enqueue_outbox(self, topic: str, payload: bytes) -> int:
-        self._rows.append((len(self._rows) + 1, topic, payload))
-        self.outbox_event.set()
-        return len(self._rows)
-
-    async def outbox_pending(self, limit: int) -> list[tuple[int, str, bytes]]:
-        return [r for r in self._rows if r[0] not in self._published][:limit]
-
-    async def mark_published(self, seqs: object) -> None:
-        self._published.update(seqs)  # type: ignore[call-overload]
-
-
 @pytest_asyncio.fixture
-async def outbox(tmp_path: Path) -> AsyncIterator[MemoryOutbox]:
-    """The real ledger once it implements the whole Outbox protocol, else the in-memory outbox."""
-    from ops.ledger import Ledger
-
+async def outbox(tmp_path: Path) -> AsyncIterator[Ledger]:
+    """The real ledger (SQLite) as the bridge's outbox."""
     ledger = await Ledger.open(tmp_path / "l.sqlite")
     try:
-        yield ledger if hasattr(ledger, "outbox_event") else MemoryOutbox()  # type: ignore[misc]
+        yield ledger
     finally:
         await ledger.close()
 
@@ -254,7 +233,7 @@ async def publish(port: int, user: str, topic: str, payload: bytes, *, retain: b
         await c.publish(topic, payload, qos=1, retain=retain)
 
 
-async def enqueue(outbox: MemoryOutbox, n: int, tag: str, kind: str = "fill") -> list[bytes]:
+async def enqueue(outbox: Ledger, n: int, tag: str, kind: str = "fill") -> list[bytes]:
     payloads = [orjson.dumps({"tag": tag, "n": i}) for i in range(n)]
     for p in payloads:
         await outbox.enqueue_outbox(f"core/{kind}", p)
@@ -264,7 +243,7 @@ async def enqueue(outbox: MemoryOutbox, n: int, tag: str, kind: str = "fill") ->
 # ----- events, state and status -----
 
 @pytest.mark.asyncio
-async def test_status_state_drift_and_outbox_events_arrive_in_order(broker: Broker, outbox: MemoryOutbox) -> None:
+async def test_status_state_drift_and_outbox_events_arrive_in_order(broker: Broker, outbox: Ledger) -> None:
     calls: list[float] = []
     called = asyncio.Event()
     drift = [0.02]
@@ -361,7 +340,7 @@ class Relay:
 
 @pytest.mark.asyncio
 async def test_last_will_says_offline_when_the_connection_dies_and_the_bridge_comes_back(
-    broker: Broker, outbox: MemoryOutbox,
+    broker: Broker, outbox: Ledger,
 ) -> None:
     async with Relay(broker.port) as relay, Watcher(broker.port, "viewer", "keel/status") as watcher:
         async with running(make_bridge(relay.port, outbox)) as bridge:
@@ -390,7 +369,7 @@ VALID_COMMANDS: list[tuple[dict[str, str], Command]] = [
 
 
 @pytest.mark.asyncio
-async def test_each_command_reaches_the_handler_parsed_and_is_answered(broker: Broker, outbox: MemoryOutbox) -> None:
+async def test_each_command_reaches_the_handler_parsed_and_is_answered(broker: Broker, outbox: Ledger) -> None:
     handler = Handler()
     results = "keel/core/cmd/result"
     async with Watcher(broker.port, "operator", results, "keel/sat/cmd/result") as watcher:
@@ -437,7 +416,7 @@ MALFORMED: list[tuple[str, bytes, str | None, str]] = [
 
 @pytest.mark.asyncio
 async def test_malformed_commands_are_answered_with_an_error_and_never_reach_the_handler(
-    broker: Broker, outbox: MemoryOutbox,
+    broker: Broker, outbox: Ledger,
 ) -> None:
     handler = Handler()
     # A retained command would run again at every reconnect: it is refused when the subscription delivers it.
@@ -473,7 +452,7 @@ def test_parse_command_accepts_exact_decimals_and_refuses_an_empty_id() -> None:
 # ----- authentication and ACL -----
 
 @pytest.mark.asyncio
-async def test_a_wrong_password_is_refused_and_the_bridge_keeps_retrying(broker: Broker, outbox: MemoryOutbox) -> None:
+async def test_a_wrong_password_is_refused_and_the_bridge_keeps_retrying(broker: Broker, outbox: Ledger) -> None:
     with pytest.raises(aiomqtt.MqttCodeError):
         async with aiomqtt.Client(HOST, broker.port, username="viewer", password="wrong"):
             pass
@@ -485,7 +464,7 @@ async def test_a_wrong_password_is_refused_and_the_bridge_keeps_retrying(broker:
 
 
 @pytest.mark.asyncio
-async def test_a_command_from_a_client_the_acl_forbids_does_nothing(broker: Broker, outbox: MemoryOutbox) -> None:
+async def test_a_command_from_a_client_the_acl_forbids_does_nothing(broker: Broker, outbox: Ledger) -> None:
     handler = Handler()
     async with Watcher(broker.port, "operator", "keel/core/cmd/result") as watcher:
         async with running(make_bridge(broker.port, outbox, handler=handler)) as bridge:
@@ -509,7 +488,7 @@ def fill_payloads(*watchers: Watcher) -> list[bytes]:
 
 
 @pytest.mark.asyncio
-async def test_every_event_survives_a_broker_restart(broker: Broker, outbox: MemoryOutbox) -> None:
+async def test_every_event_survives_a_broker_restart(broker: Broker, outbox: Ledger) -> None:
     sid = f"watch-{uuid.uuid4().hex[:6]}"
     first = await watch_persistently(broker, sid)
     async with first, running(make_bridge(broker.port, outbox)) as bridge:
@@ -538,7 +517,7 @@ async def test_every_event_survives_a_broker_restart(broker: Broker, outbox: Mem
 
 @pytest.mark.asyncio
 async def test_a_broker_down_at_start_is_retried_without_blocking_and_then_gets_everything(
-    outbox: MemoryOutbox,
+    outbox: Ledger,
 ) -> None:
     with broker_dir() as workdir:
         broker = Broker(workdir, USERS, ACL)
@@ -584,7 +563,7 @@ def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
 # paho leaks the TLS socket of a failed handshake (closed when collected); collect it inside this test.
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.asyncio
-async def test_tls_with_the_configured_ca_file_and_a_refusal_without_it(outbox: MemoryOutbox) -> None:
+async def test_tls_with_the_configured_ca_file_and_a_refusal_without_it(outbox: Ledger) -> None:
     with broker_dir() as workdir:
         cert, key = await asyncio.to_thread(self_signed_certificate, workdir)
         broker = Broker(workdir, USERS, ACL, tls=(cert, key))
