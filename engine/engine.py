@@ -104,10 +104,22 @@ class Engine:
     # ticks ----------------------------------------------------------------------------------------
 
     def on_tick(self, tick: Tick) -> list[Intent]:
-        """Apply one tick (a group of one) and return the intents decided."""
+        """Apply one tick (a group of one) and return the intents decided (the live hot path)."""
         i = self.book.apply(tick)
         if i >= 0:
-            self._evaluate_symbols((i,))
+            mid = self.book.mid[i]
+            now = -1
+            for rt in self.by_symbol[i]:
+                k = rt.coin_of_symbol[i]
+                p = rt.portfolio
+                p.on_price(k, mid)
+                if rt.started and rt.trigger.state is TriggerState.IDLE and p.box_lo[k] <= mid <= p.box_hi[k]:
+                    continue
+                if now < 0:
+                    now = self.clock.now_ns()
+                self.evaluate(rt, now)
+        if not self._outbox:
+            return []
         return self.take_intents()
 
     def on_ticks(self, ticks: Sequence[Tick]) -> list[Intent]:

@@ -112,7 +112,7 @@ def run_per_tick(engine: Engine, clock: ReplayClock, ticks: Iterable[Tick], exec
     for group in tick_groups(ticks):
         clock.advance_to(group[0].ts_recv_ns)
         executor.execute(engine.take_intents())
-        executor.execute(engine.on_ticks(group))
+        executor.execute(engine.on_tick(group[0]) if len(group) == 1 else engine.on_ticks(group))
 
 
 def run_sequence(engine: Engine, clock: ReplayClock, groups: Sequence[Sequence[Tick]], executor: PaperExecutor) -> None:

@@ -38,9 +38,10 @@ T = TypeVar("T")
 
 ONLINE = b"online"
 OFFLINE = b"offline"
-# aiomqtt warns on every call once more than `pending_calls_threshold` (10) calls are in flight. The bridge keeps
-# at most OUTBOX_WINDOW outbox publishes + 1 state/drift + 1 answer + 1 status/subscribe in flight: 9.
-OUTBOX_WINDOW = 6
+# aiomqtt warns on every call once more than `pending_calls_threshold` (10) calls are in flight. In a session the
+# bridge has at most OUTBOX_WINDOW outbox publishes + 1 state/drift + 1 answer in flight (the subscribe and the
+# status publishes happen while nothing else runs): 10.
+OUTBOX_WINDOW = 8
 OUTBOX_BATCH = 256
 SHUTDOWN_TIMEOUT_SECS = 2.0
 STABLE_SESSION_SECS = 10.0

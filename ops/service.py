@@ -65,6 +65,7 @@ class Service:
         self.stopping = asyncio.Event()
         self.halted: str | None = None
         self.intents_dropped = 0
+        self.restored = False
         self.metrics_port: int | None = None
         self.recovery: Any = None
         self.quotes: dict[str, dict[str, tuple[float, float]]] = {}
@@ -241,9 +242,14 @@ class Service:
         self.intents_dropped += len(intents)
 
     def on_fill(self, portfolio: str, fill: Fill) -> None:
-        """A fill committed by the actor: apply it to the engine's holdings."""
+        """A fill committed by the actor: apply it to the engine's holdings.
+
+        Fills settled by the start-up recovery are not applied: holdings are rebuilt from the ledger (which
+        has them) right after, and applying a recovered sell to the holdings before that would go negative.
+        """
         assert self.engine is not None
-        self.engine.apply_fill(portfolio, fill)
+        if self.restored:
+            self.engine.apply_fill(portfolio, fill)
         self.recent_fills.append((portfolio, fill))
 
     def on_done(self, intent: Intent, outcome: str) -> None:
@@ -283,6 +289,7 @@ class Service:
             )
             self.recovery = await actor.recover()
             await self._restore(ledger, engine)
+            self.restored = True
             return await self._run_tasks(stop, extra or [])
         finally:
             clock.close()

@@ -34,6 +34,7 @@ class Recorder(PrometheusSensor):
         self.bad: Counter[str] = Counter()
         self.reconnects: list[float] = []
         self.stale: dict[str, bool] = {}
+        self.outcomes: list[tuple[str, str]] = []
         self.on_sent: Callable[[str, str], None] | None = None
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
 
@@ -99,6 +100,15 @@ class Recorder(PrometheusSensor):
         super().on_execution_error(portfolio, kind)
         self.errors.append((time.monotonic(), kind))
         self._changed()
+
+    def on_rebalance_done(self, portfolio: str, intent_id: str, outcome: str) -> None:
+        super().on_rebalance_done(portfolio, intent_id, outcome)
+        self.outcomes.append((intent_id, outcome))
+        self._changed()
+
+    def completed(self) -> int:
+        """Intents that finished complete."""
+        return sum(1 for _, outcome in self.outcomes if outcome == "complete")
 
     def on_reconnect(self, exchange: str) -> None:
         super().on_reconnect(exchange)

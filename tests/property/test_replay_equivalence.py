@@ -21,6 +21,9 @@ from tests.builders import SEC, T0
 class ReferenceEngine(Engine):
     """The plain per-tick evaluation: every touched portfolio is checked at every group end."""
 
+    def on_tick(self, tick):
+        return self.on_ticks([tick])
+
     def _evaluate_symbols(self, changed: Iterable[int]) -> None:
         seen = {}
         mids = self.book.mid
