@@ -85,7 +85,7 @@ async def subscribe(port: int, events: int) -> None:
             if not received:
                 first = last
             received += 1
-            seen.add(bytes(message.payload))  # type: ignore[arg-type]
+            seen.add(bytes(message.payload))
             if len(seen) >= events:
                 break
     print(orjson.dumps({"first": first, "last": last, "received": received}).decode(), flush=True)

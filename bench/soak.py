@@ -2,8 +2,9 @@
 injected at random (feed drops, silences, garbage frames, price spikes, crossed books); at the end the
 paper venue's journal is reconciled with the ledger.
 
-Prints one JSON line: ticks, intents, fills, faults injected and survived, RSS at start (after a warm-up)
-and at the end with their ratio, and the reconciliation (every count of differences must be 0).
+Prints one JSON line: ticks, intents, fills, faults injected and survived, RSS at start (after a warm-up),
+every minute and at the end with the end/start ratio, and the reconciliation (every count of differences
+must be 0).
 Usage: python bench/soak.py [--minutes 30] [--rate 5000] [--seed 1] [--dir DIR]
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ FAULT_KINDS = ("drop", "silence", "garbage", "spike", "cross")
 SURVIVE_TICKS = 50
 SURVIVE_SECS = 60.0
 OPEN_STATUSES = ("pending", "new", "partially_filled", "unknown")
+RSS_SAMPLE_SECS = 60.0
 
 CONFIG = """
 [portfolio]
@@ -230,11 +232,19 @@ class SoakResult:
     rss_start_kb: int = 0
     rss_end_kb: int = 0
     rss_ratio: float = 0.0
+    rss_samples_kb: list[int] = field(default_factory=list)
     alive: bool = False
     halted: str | None = None
     exit_code: int | None = None
     reconciliation: dict[str, Any] = field(default_factory=dict)
     differences: int = -1
+
+
+async def _sample_rss(samples: list[int], every_secs: float) -> None:
+    """Append this process's RSS every `every_secs` until cancelled."""
+    while True:
+        samples.append(rss_kb())
+        await asyncio.sleep(every_secs)
 
 
 async def _inject(sim: ExchangeSimulator, kind: str, rng: random.Random) -> None:
@@ -271,6 +281,7 @@ async def soak(minutes: float, *, rate: float = 5000.0, seed: int = 1, workdir: 
 
     ops.feed.make_simulator = tapped  # type: ignore[assignment]
     result = SoakResult()
+    tasks: list[asyncio.Task[None]] = []
     stop = asyncio.Event()
     started = time.monotonic()
     task = asyncio.create_task(service.run(stop), name="keel-service")
@@ -284,6 +295,8 @@ async def soak(minutes: float, *, rate: float = 5000.0, seed: int = 1, workdir: 
         warmup = warmup_secs if warmup_secs is not None else min(60.0, max(5.0, total * 0.1))
         await asyncio.sleep(warmup)
         result.rss_start_kb = rss_kb()
+        sampler = asyncio.create_task(_sample_rss(result.rss_samples_kb, RSS_SAMPLE_SECS), name="rss-sampler")
+        tasks.append(sampler)
         injected: Counter[str] = Counter()
         deadline = started + total
         while time.monotonic() < deadline and not task.done():
@@ -299,10 +312,13 @@ async def soak(minutes: float, *, rate: float = 5000.0, seed: int = 1, workdir: 
                 result.faults_not_survived += 1
                 log.error("soak: no ticks after a %s fault", kind)
         result.faults_injected = dict(injected)
+        sampler.cancel()
         result.rss_end_kb = rss_kb()
         result.alive = not task.done()
         result.halted = service.halted
     finally:
+        for t in tasks:
+            t.cancel()
         ops.feed.make_simulator = real  # type: ignore[assignment]
         stop.set()
         try:

@@ -76,71 +76,84 @@ async def until(check: object, within: float, what: str) -> None:
         await asyncio.sleep(0.05)  # polling a condition against a deadline
 
 
-async def run_one(workers: int, args: argparse.Namespace, file: Path, ticks: list[tuple[str, float, float, int]],
-                  tmp: Path) -> dict[str, object]:
+def wait_port(port: int, within: float = 20.0) -> None:
+    """Block until something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)  # polling a readiness condition against a deadline
+
+
+def run_one(workers: int, args: argparse.Namespace, file: Path, ticks: list[tuple[str, float, float, int]],
+            tmp: Path) -> dict[str, object]:
     """One worker count against a fresh nats-server."""
     port = free_port()
+    url = f"nats://127.0.0.1:{port}"
     server = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port), "-js", "-sd",
                                str(tmp / f"js{workers}")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        url = f"nats://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                nc = await nats.connect(url, max_reconnect_attempts=0)
-                break
-            except Exception:  # the server is still starting  # noqa: BLE001
-                await asyncio.sleep(0.05)
-        js = nc.jetstream()
+        wait_port(port)
         for w in range(workers):
-            log = (tmp / f"w{workers}-{w}.log").open("wb")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "ops.worker", "--nats", url, "--id", f"w{w}", "--portfolios", str(file),
-                 "--ledger-dir", str(tmp / f"ledger{workers}"), "--partitions", str(args.partitions),
-                 "--lease-secs", str(args.lease_secs)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
-            log.close()
-
-        async def covered() -> bool:
-            beats = await heartbeats(js)
-            return len(beats) == workers and sum(len(b["active"]) for b in beats) == args.partitions  # type: ignore[arg-type]
-
-        t_ready = time.monotonic()
-        await until(covered, 120, "every partition active")
-        ready_secs = time.monotonic() - t_ready
-        t0 = time.monotonic()
-        for k, (sym, bid, ask, ts) in enumerate(ticks):
-            await nc.publish(f"{TICKS}.{sym}", tick_body(k, bid, ask, ts))
-            if k % 1000 == 999:
-                await nc.flush()
-        await nc.flush()
-        publish_secs = time.monotonic() - t0
-
-        async def applied() -> bool:
-            beats = await heartbeats(js)
-            return len(beats) == workers and all(b["ticks"] == len(ticks) for b in beats)
-
-        await until(applied, 600, "every tick applied")
-        secs = time.monotonic() - t0
-        intents = (await js.stream_info(INTENT_STREAM)).state.messages
-        fill_msgs = (await js.stream_info(FILL_STREAM)).state.messages
-        await nc.close()
-        return {"bench": "fleet_workers", "workers": workers, "portfolios": args.portfolios, "ticks": len(ticks),
-                "partitions": args.partitions, "ready_secs": round(ready_secs, 2),
-                "publish_ticks_per_sec": round(len(ticks) / publish_secs),
-                "ticks_per_sec": round(len(ticks) / secs), "worker_tick_applications_per_sec":
-                round(workers * len(ticks) / secs), "intents": intents, "fills": fill_msgs - intents,
-                "seconds": round(secs, 2)}
+            with ((args.log_dir or tmp) / f"w{workers}-{w}.log").open("wb") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "ops.worker", "--nats", url, "--id", f"w{w}", "--portfolios", str(file),
+                     "--ledger-dir", str(tmp / f"ledger{workers}"), "--partitions", str(args.partitions),
+                     "--lease-secs", str(args.lease_secs)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+        return asyncio.run(measure(url, workers, args, ticks))
     finally:
-        for p in procs:
+        for p in [*procs, server]:
             p.terminate()
-        for p in procs:
+        for p in [*procs, server]:
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        server.terminate()
-        server.wait(10)
+
+
+async def measure(url: str, workers: int, args: argparse.Namespace,
+                  ticks: list[tuple[str, float, float, int]]) -> dict[str, object]:
+    """Wait for every partition, publish the ticks, wait until every worker applied them all."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+
+    async def covered() -> bool:
+        beats = await heartbeats(js)
+        share = math.ceil(args.partitions / workers)
+        return (len(beats) == workers and sum(len(b["active"]) for b in beats) == args.partitions  # type: ignore[arg-type]
+                and all(len(b["active"]) <= share for b in beats))  # type: ignore[arg-type]
+
+    t_ready = time.monotonic()
+    await until(covered, 120, "every partition active")
+    ready_secs = time.monotonic() - t_ready
+    t0 = time.monotonic()
+    for k, (sym, bid, ask, ts) in enumerate(ticks):
+        await nc.publish(f"{TICKS}.{sym}", tick_body(k, bid, ask, ts))
+        if k % 1000 == 999:
+            await nc.flush()
+    await nc.flush()
+    publish_secs = time.monotonic() - t0
+
+    async def applied() -> bool:
+        beats = await heartbeats(js)
+        return len(beats) == workers and all(b["ticks"] == len(ticks) for b in beats)
+
+    await until(applied, 600, "every tick applied")
+    secs = time.monotonic() - t0
+    intents = (await js.stream_info(INTENT_STREAM)).state.messages
+    fill_msgs = (await js.stream_info(FILL_STREAM)).state.messages
+    await nc.close()
+    return {"bench": "fleet_workers", "workers": workers, "portfolios": args.portfolios, "ticks": len(ticks),
+            "partitions": args.partitions, "ready_secs": round(ready_secs, 2),
+            "publish_ticks_per_sec": round(len(ticks) / publish_secs), "ticks_per_sec": round(len(ticks) / secs),
+            "worker_tick_applications_per_sec": round(workers * len(ticks) / secs), "intents": intents,
+            "fills": fill_msgs - intents, "seconds": round(secs, 2)}
 
 
 def main() -> None:
@@ -150,8 +163,9 @@ def main() -> None:
     parser.add_argument("--portfolios", type=int, default=20_000)
     parser.add_argument("--ticks", type=int, default=50_000)
     parser.add_argument("--partitions", type=int, default=64)
-    parser.add_argument("--lease-secs", type=float, default=2.0)
+    parser.add_argument("--lease-secs", type=float, default=5.0)
     parser.add_argument("--daily-vol", type=float, default=0.5)
+    parser.add_argument("--log-dir", type=Path, default=None, help="keep the workers' logs here")
     args = parser.parse_args()
     rng = random.Random(5)
     start = [math.exp(rng.uniform(math.log(0.1), math.log(50_000))) for _ in range(NCOINS)]
@@ -167,7 +181,7 @@ def main() -> None:
         file = Path(tmp) / "portfolios.jsonl"
         write_portfolios(file, make_portfolios(args.portfolios, rng, start))
         for w in (int(x) for x in args.workers.split(",")):
-            print(orjson.dumps(asyncio.run(run_one(w, args, file, ticks, Path(tmp)))).decode(), flush=True)
+            print(orjson.dumps(run_one(w, args, file, ticks, Path(tmp))).decode(), flush=True)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,15 @@ import math
 from engine.sensor import NULL_SENSOR, Sensor
 from engine.types import Tick
 
+# Prices outside this range are refused: they cover every listed coin with many orders of magnitude to
+# spare, and keep exact 28-digit Decimal money arithmetic exact to far below a cent.
+MIN_PRICE = 1e-12
+MAX_PRICE = 1e12
+
 
 class PriceBook:
-    """Prices per symbol index. Bad ticks are counted and dropped; a jump beyond `outlier_fraction`
+    """Prices per symbol index. Bad ticks (not finite, not positive, crossed, going back in time, a mid
+    outside [MIN_PRICE, MAX_PRICE]) are counted and dropped; a jump beyond `outlier_fraction`
     from the last good mid is held until a second tick confirms it (0 disables the guard)."""
 
     __slots__ = (
@@ -60,6 +66,9 @@ class PriceBook:
             self._reject(tick.symbol, "backwards")
             return -1
         mid = (bid + ask) * 0.5
+        if not MIN_PRICE <= mid <= MAX_PRICE:
+            self._reject(tick.symbol, "out_of_range")
+            return -1
         f = self.outlier_fraction
         if f > 0.0 and self.last_ts[i] >= 0:
             held = self._held[i]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from engine.book import MAX_PRICE, MIN_PRICE
 from engine.clock import ReplayClock
 from engine.columns import TickColumns
 from engine.engine import Engine, PortfolioRuntime
@@ -34,8 +35,10 @@ def accepted_mask(cols: TickColumns, sym: npt.NDArray[np.intp], outlier_fraction
                   rejected: dict[str, int]) -> npt.NDArray[np.bool_] | None:
     """Which ticks the book would accept (its own rules, in bulk); None when all of them."""
     bid, ask = cols.bid, cols.ask
-    with np.errstate(invalid="ignore"):
-        ok = (sym >= 0) & (bid > 0.0) & (bid <= ask) & (ask < math.inf)
+    with np.errstate(all="ignore"):
+        mid = (bid + ask) * 0.5
+        in_range = (mid >= MIN_PRICE) & (mid <= MAX_PRICE)
+        ok = (sym >= 0) & (bid > 0.0) & (bid <= ask) & (ask < math.inf) & in_range
     if outlier_fraction <= 0 and bool(ok.all()):
         return None
     known = sym >= 0
@@ -47,16 +50,17 @@ def accepted_mask(cols: TickColumns, sym: npt.NDArray[np.intp], outlier_fraction
         positive = (bid > 0) & (ask > 0)
     _count(rejected, "non_positive", int((rest & ~positive).sum()))
     rest &= positive
-    _count(rejected, "crossed", int((rest & (bid > ask)).sum()))
+    crossed = rest & (bid > ask)
+    _count(rejected, "crossed", int(crossed.sum()))
+    _count(rejected, "out_of_range", int((rest & ~crossed & ~in_range).sum()))
     if outlier_fraction > 0:
-        _outliers(cols, sym, ok, outlier_fraction, rejected)
+        _outliers(mid, sym, ok, outlier_fraction, rejected)
     return ok
 
 
-def _outliers(cols: TickColumns, sym: npt.NDArray[np.intp], ok: npt.NDArray[np.bool_], f: float,
+def _outliers(mid: npt.NDArray[np.float64], sym: npt.NDArray[np.intp], ok: npt.NDArray[np.bool_], f: float,
               rejected: dict[str, int]) -> None:
     """The book's hold-until-confirmed guard; Python runs only around jumps."""
-    mid = cols.mid
     present = np.bincount(sym[ok]) if bool(ok.any()) else np.zeros(0, np.intp)
     for s in np.flatnonzero(present).tolist():
         idx = np.flatnonzero(ok & (sym == s))

@@ -284,3 +284,23 @@ def record(args: argparse.Namespace) -> int:
     asyncio.run(main())
     print(f"recorded {count} ticks to {args.out}")
     return 0
+
+
+def _worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS server (JetStream enabled)")
+    p.add_argument("--id", required=True, help="this worker's unique id")
+    p.add_argument("--portfolios", required=True, help="JSON-lines portfolios file (ops.worker_wire)")
+    p.add_argument("--ledger-dir", required=True, help="folder for the per-partition SQLite copies")
+    p.add_argument("--partitions", type=int, default=1024)
+    p.add_argument("--lease-secs", type=float, default=10.0)
+
+
+@command("worker", "Run one scale-out worker: partition leases in NATS KV, ticks and intents over NATS.")(_worker_args)
+def worker(args: argparse.Namespace) -> int:
+    """keel worker --id W --portfolios FILE --ledger-dir DIR."""
+    from ops.worker import main as worker_main
+
+    if not Path(args.portfolios).is_file():
+        raise CommandError(f"portfolios file {args.portfolios} not found")
+    return worker_main(["--nats", args.nats, "--id", args.id, "--portfolios", args.portfolios, "--ledger-dir",
+                        args.ledger_dir, "--partitions", str(args.partitions), "--lease-secs", str(args.lease_secs)])

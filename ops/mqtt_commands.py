@@ -156,19 +156,25 @@ def _readable_id(obj: object) -> str | None:
     return None
 
 
+def _one_line(text: str, limit: int = 300) -> str:
+    """A reason safe to log and echo: control characters escaped, length capped."""
+    safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return safe if len(safe) <= limit else safe[: limit - 1] + "…"
+
+
 def parse_command(payload: bytes) -> Command:
     """Validate one command payload strictly; raises CommandRejected with a one-line reason."""
     if len(payload) > MAX_COMMAND_BYTES:
         raise CommandRejected(f"command is {len(payload)} bytes; the limit is {MAX_COMMAND_BYTES}")
     try:
         obj = msgspec.json.decode(payload)
-    except msgspec.DecodeError as e:
-        raise CommandRejected(f"invalid JSON: {e}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise CommandRejected(_one_line(f"invalid JSON: {e}")) from None
     command_id = _readable_id(obj)
     try:
         wire = msgspec.convert(obj, _WireCommand)
     except msgspec.ValidationError as e:
-        raise CommandRejected(f"invalid command: {e}", command_id) from None
+        raise CommandRejected(_one_line(f"invalid command: {e}"), command_id) from None
     match wire:
         case _PauseWire():
             return Pause(wire.id)

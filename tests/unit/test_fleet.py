@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from engine.fleet_load import FleetPortfolio
 from engine.fleet_math import execute_at_mid
 from engine.portfolio import InvariantError
 from engine.types import Fill, Side
+from ops.worker_wire import intent_body, parse_intent, partition_of, read_portfolios, write_portfolios
 from tests.builders import SEC, T0, make_engine, make_spec, make_tick
 
 SYMBOLS = ["BTC-USDT", "ETH-USDT", "SOL-USDT"]
@@ -166,3 +168,19 @@ def test_band_index_finds_exactly_the_bands_a_price_leaves() -> None:
     assert index.leaving(0, 130.0, ver).tolist() == [0, 3]
     ver[[0, 3]] += 1
     assert index.leaving(0, 40.0, ver).tolist() == [5]
+
+
+def test_wire_round_trips_intents_and_portfolio_files(tmp_path: Path) -> None:
+    fleet = make_fleet(pair(), prices=[50.0, 50.0, 1.0])
+    (intent,) = fleet.on_tick(0, 60.0, 60.0, T0 + SEC)
+    assert parse_intent(intent_body(intent)) == intent
+    file = tmp_path / "p.jsonl"
+    portfolios = [pair("a"), pair("b", threshold=0.07, window_secs=90)]
+    write_portfolios(file, portfolios)
+    assert read_portfolios(file) == portfolios
+
+
+def test_partitions_are_a_stable_hash_of_the_name() -> None:
+    assert (partition_of("pf000", 1024), partition_of("alice-core", 1024)) == (150, 262)  # blake2b, not hash()
+    counts = np.bincount([partition_of(f"p{k}", 8) for k in range(8000)], minlength=8)
+    assert counts.min() > 850  # about 1000 each
