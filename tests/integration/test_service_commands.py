@@ -39,7 +39,7 @@ enabled = false
 """
 
 
-async def until_done(service: Service, reason: Reason, timeout: float = 20) -> Intent:
+async def until_done(service: Service, reason: Reason, within: float = 20) -> Intent:
     """Wait for the next intent of that reason to finish executing (an event from on_done)."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[Intent] = loop.create_future()
@@ -52,7 +52,7 @@ async def until_done(service: Service, reason: Reason, timeout: float = 20) -> I
 
     service.on_done = hook  # type: ignore[method-assign]
     try:
-        return await asyncio.wait_for(fut, timeout)
+        return await asyncio.wait_for(fut, within)
     finally:
         service.on_done = on_done  # type: ignore[method-assign]
 

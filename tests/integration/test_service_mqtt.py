@@ -117,7 +117,7 @@ async def test_fills_state_and_commands_over_a_real_broker(tmp_path: Path, monke
             finally:
                 await ledger.close()
             async with asyncio.timeout(20):
-                while {(f["symbol"], f["trade_id"]) for f in fills} != recorded:
+                while {(f["symbol"], f["trade_id"]) for f in fills} != recorded:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)  # events may still be on their way: poll the condition
             listener.cancel()
     assert len(recorded) >= 6

@@ -1,6 +1,7 @@
 """Engine invariants on random markets: incremental weights, windows, holdings, value, determinism."""
 from __future__ import annotations
 
+import itertools
 import math
 from decimal import Decimal
 
@@ -76,7 +77,7 @@ def test_incremental_weights_equal_a_full_recompute(ticks, window_s, fee, thr):
 def test_no_two_intents_inside_one_window_and_holdings_never_negative(ticks, window_s, fee, thr):
     engine, sink = run(ticks, spec(window_s, fee, thr))
     times = [i.ts_ns for i in sink.intents]
-    assert all(b - a >= window_s * SEC for a, b in zip(times, times[1:]))
+    assert all(b - a >= window_s * SEC for a, b in itertools.pairwise(times))
     for _, fill in sink.fills:
         assert fill.quantity > 0
     assert all(q >= 0 for q in engine.runtimes["p"].portfolio.holdings.values())
