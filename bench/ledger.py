@@ -42,6 +42,9 @@ def make_intent(portfolio: str, seq: int, coins: list[str], prices: dict[str, fl
     return Intent(intent_id(portfolio, seq, seq), portfolio, seq, Reason.THRESHOLD, 0.06, {}, {}, tuple(plan))
 
 
+OUTBOX = [False]  # MQTT off, the service's default: no event rows
+
+
 async def run(portfolios: int, intents: int, legs: int, folder: Path) -> dict[str, object]:
     """Run the benchmark once; returns the figures."""
     coins = [f"C{k}" for k in range(legs)]
@@ -49,7 +52,7 @@ async def run(portfolios: int, intents: int, legs: int, folder: Path) -> dict[st
     book_prices = {f"{c}-{QUOTE}": (p, p) for c, p in prices.items()}
     rules = {s: SymbolRules(Decimal("0.00000001"), Decimal(0)) for s in book_prices}
     venue = PaperVenue(book_prices.__getitem__, fee_rate=FEE, rules=rules)
-    ledger = await Ledger.open(folder / "bench-ledger.sqlite")
+    ledger = await Ledger.open(folder / "bench-ledger.sqlite", outbox=OUTBOX[0])
     names = [f"p{k:03d}" for k in range(portfolios)]
     start = {c: Decimal(10) for c in coins} | {QUOTE: Decimal(100)}
     holdings = {p: dict(start) for p in names}
@@ -121,7 +124,9 @@ def main() -> None:
     parser.add_argument("--intents", type=int, default=20, help="intents per portfolio, run one after another")
     parser.add_argument("--legs", type=int, default=10, help="legs per intent (half sells, half buys)")
     parser.add_argument("--dir", type=Path, default=None, help="folder for the ledger file (a temporary one by default)")
+    parser.add_argument("--outbox", action="store_true", help="also write MQTT outbox rows (as with MQTT on)")
     args = parser.parse_args()
+    OUTBOX[0] = args.outbox
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         figures = asyncio.run(run(args.portfolios, args.intents, args.legs, Path(folder)))
     sys.stdout.write(orjson.dumps(figures).decode() + "\n")

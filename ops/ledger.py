@@ -140,7 +140,7 @@ class Ledger:
     """The service's ledger. Open with `await Ledger.open(path)`; close with `await ledger.close()`."""
 
     def __init__(self, path: Path, writer: sqlite3.Connection, reader: aiosqlite.Connection, loop: asyncio.AbstractEventLoop,
-                 sensor: Sensor, clock_ns: Callable[[], int]) -> None:
+                 sensor: Sensor, clock_ns: Callable[[], int], outbox: bool = True) -> None:
         self.path = path
         self.commits = 0
         self.requests = 0
@@ -149,7 +149,7 @@ class Ledger:
         self._loop = loop
         self._sensor = sensor
         self._clock_ns = clock_ns
-        self._ctx = WriteContext()
+        self._ctx = WriteContext(outbox=outbox)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._healthy = True
         self._closed = False
@@ -161,8 +161,9 @@ class Ledger:
 
     @classmethod
     async def open(cls, path: str | Path, *, sensor: Sensor = NULL_SENSOR, read_only: bool = False,
-                   clock_ns: Callable[[], int] = time.time_ns) -> Ledger:
-        """Open (creating if needed) the ledger at `path`; `read_only` opens it so that every write fails."""
+                   clock_ns: Callable[[], int] = time.time_ns, outbox: bool = True) -> Ledger:
+        """Open (creating if needed) the ledger at `path`; `read_only` opens it so that every write fails;
+        `outbox=False` writes no event rows for a publisher (MQTT off)."""
         path = Path(path)
         writer = await asyncio.to_thread(connect_writer, path, read_only=read_only)
         try:
@@ -171,7 +172,7 @@ class Ledger:
             writer.close()
             raise LedgerError(f"ledger {path} cannot be opened for reading: {exc}") from exc
         log.info("ledger %s open%s", path, " (read-only)" if read_only else "")
-        return cls(path, writer, reader, asyncio.get_running_loop(), sensor, clock_ns)
+        return cls(path, writer, reader, asyncio.get_running_loop(), sensor, clock_ns, outbox)
 
     @property
     def healthy(self) -> bool:

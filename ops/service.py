@@ -97,7 +97,7 @@ class Service:
     async def _open_ledger(self) -> Ledger:
         path = Path(self.config.ledger.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return await Ledger.open(path, sensor=self.sensor)
+        return await Ledger.open(path, sensor=self.sensor, outbox=self.config.mqtt.enabled)
 
     async def _record_start(self, ledger: Ledger, engine: Engine) -> None:
         """First start of a portfolio: its capital (or adopted holdings) enters the ledger."""
