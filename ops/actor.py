@@ -329,6 +329,9 @@ class ExecutionActor:
         deadline = self._monotonic() + self._max_retry_secs
         attempt = 0
         while True:
+            if self.halted:  # recorded before the halt, never sent after it (restart settles it as not placed)
+                log.warning("order %s not sent: execution halted", cid)
+                return LegOutcome.PARKED
             self._sensor.on_order(p, order.symbol, side, "sent")
             if order.quote_quantity is not None:
                 log.info("order %s sent: %s %s (quote) worth of %s", cid, side, order.quote_quantity, order.symbol)

@@ -35,6 +35,9 @@ class ServiceCommands:
         engine = self.service.engine
         if engine is None or portfolio not in engine.runtimes:
             return CommandResult(False, f"unknown portfolio {portfolio!r}")
+        halted = self.service.check_halt()
+        if halted is not None and not isinstance(command, Pause):
+            return CommandResult(False, f"keel has halted trading ({halted}); fix the cause and restart")
         if isinstance(command, Pause):
             engine.pause(portfolio)
             return CommandResult(True, "paused: the trigger will not fire; drift is still computed")
