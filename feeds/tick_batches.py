@@ -157,7 +157,7 @@ class SymbolTable:
         code = -1
         try:
             text = (raw.decode("ascii") if isinstance(raw, bytes) else raw).strip()
-            if _SYMBOL_TEXT.fullmatch(text):
+            if text.isascii() and _SYMBOL_TEXT.fullmatch(text):  # the same rule for CSV bytes and JSON strings
                 split_symbol(text)
                 code = self._index.setdefault(text, len(self._index))
         except (UnicodeDecodeError, ValueError):

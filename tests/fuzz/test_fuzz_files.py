@@ -329,8 +329,6 @@ def test_one_far_future_row_drops_every_later_row_as_backwards(folder: Path) -> 
     assert len(cols) == 5 and report.first_bad[0] == (7, "backwards")
 
 
-@pytest.mark.xfail(strict=True, reason="inconsistency: the JSON-lines reader keeps a non-ASCII symbol "
-                                       "(ÄBC-USDT) that the CSV reader drops as bad_symbol")
 def test_both_readers_refuse_a_non_ascii_symbol(folder: Path) -> None:
     path = fresh(folder, ".jsonl")
     path.write_text(json.dumps({"ts_ns": T0_NS, "symbol": "ÄBC-USDT", "bid": 1.0, "ask": 2.0}) + "\n")
