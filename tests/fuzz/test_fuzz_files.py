@@ -30,7 +30,7 @@ T0_NS = 1_704_067_200 * 10**9
 MINUTE_NS = 60 * 10**9
 GOOD_SYMBOLS = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "btc-usdt")
 BAD_SYMBOLS = ("BTCUSDT", "B TC-USDT", "-USDT", "BTC-", "BTC-USDT-X", "", "ÄBC-USDT", '"BTC-USDT"', "B;TC-USDT")
-# The JSON-lines reader takes a non-ASCII symbol the CSV reader refuses (see the xfail test below).
+# Both readers refuse a non-ASCII symbol (test_both_readers_refuse_a_non_ascii_symbol).
 BAD_SYMBOLS_JSONL = tuple(s for s in BAD_SYMBOLS if s.isascii())
 BAD_TIMES = ("-1", "abc", "", "1.5", "99999999999999999999", "9223372036854775808")
 NOT_FINITE = ("nan", "NaN", "inf", "-inf", "1e999")
