@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import logging
 import math
 import random
@@ -249,11 +250,16 @@ class CryptofeedSource:
         async def guarded(msg: str, conn: Any, timestamp: float) -> None:
             self.frames += 1
             self._last_frame = time.monotonic()
+            seen = self.ticks + sum(self.bad_frames.values())
             try:
                 await handler(msg, conn, timestamp)
             except Exception as exc:
                 self._bad("unparseable", "%s feed: dropped a frame it cannot parse (%r): %.200s",
                           self.exchange, exc, msg)
+                return
+            if self.ticks + sum(self.bad_frames.values()) == seen and not _is_control(msg):
+                # cryptofeed logged and skipped it (no 'A' in a bookTicker, an unknown channel or event)
+                self._bad("ignored", "%s feed: cryptofeed skipped a frame: %.200s", self.exchange, msg)
         return guarded
 
     def _guard_reconnects(
@@ -314,3 +320,25 @@ def _forget_connections(fh: FeedHandler) -> None:
             conns.append(http)
         for conn in conns:
             atexit.unregister(conn.__del__)
+
+
+_CONTROL_EVENTS = frozenset({"heartbeat", "systemStatus", "pong"})
+
+
+def _is_control(msg: str) -> bool:
+    """A frame that is expected to carry no price: Kraken's heartbeats, status and successful subscriptions,
+    Binance's subscription answers. Anything else that yields no tick is counted as skipped."""
+    if '"event"' not in msg and '"result"' not in msg:
+        return False
+    try:
+        obj = json.loads(msg)
+    except ValueError:
+        return False
+    if not isinstance(obj, dict):
+        return False
+    if "result" in obj and "id" in obj:
+        return True
+    event = obj.get("event")
+    if event in _CONTROL_EVENTS:
+        return True
+    return event == "subscriptionStatus" and obj.get("status") in ("subscribed", "unsubscribed")
