@@ -134,6 +134,7 @@ class CryptofeedSource:
         self.reconnects = 0
         self.frames = 0
         self.ticks = 0
+        self._bad_total = 0
         self.bad_frames: Counter[str] = Counter()
         self.callback_errors = 0
         self._on_tick: Callable[[Tick], None] = _no_tick
@@ -250,14 +251,14 @@ class CryptofeedSource:
         async def guarded(msg: str, conn: Any, timestamp: float) -> None:
             self.frames += 1
             self._last_frame = time.monotonic()
-            seen = self.ticks + sum(self.bad_frames.values())
+            seen = self.ticks + self._bad_total
             try:
                 await handler(msg, conn, timestamp)
             except Exception as exc:
                 self._bad("unparseable", "%s feed: dropped a frame it cannot parse (%r): %.200s",
                           self.exchange, exc, msg)
                 return
-            if self.ticks + sum(self.bad_frames.values()) == seen and not _is_control(msg):
+            if self.ticks + self._bad_total == seen and not _is_control(msg):
                 # cryptofeed logged and skipped it (no 'A' in a bookTicker, an unknown channel or event)
                 self._bad("ignored", "%s feed: cryptofeed skipped a frame: %.200s", self.exchange, msg)
         return guarded
@@ -298,6 +299,7 @@ class CryptofeedSource:
 
     def _bad(self, reason: str, msg: str, *args: object) -> None:
         self.bad_frames[reason] += 1
+        self._bad_total += 1
         self._bad_log.warn(msg, *args)
         if self.on_bad_frame is not None:
             try:
