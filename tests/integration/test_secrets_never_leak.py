@@ -15,8 +15,8 @@ from engine.types import Intent
 from ops.config import loads_config
 from ops.metrics import PrometheusSensor
 from ops.service import Service
-from ops.venues.binance_fake import BinanceFake, SymbolSpec
-from tests.faults.test_fault_venue_service import keep_prices_in_line
+from ops.venues.binance_fake import BinanceFake
+from tests.faults.test_fault_venue_service import SPECS, keep_prices_in_line
 from tests.integration.services import mosquitto
 from tests.integration.test_alert_e2e import free_port
 
@@ -25,10 +25,6 @@ pytestmark = pytest.mark.services
 KEY = "KEELFAKEKEY7f3a9c1e2d4b"
 SECRET = "KEELFAKESECRETq8w7e6r5t4y3"
 MQTT_PASSWORD = "KEELFAKEMQTTPASS55a1"
-SPECS = {
-    "BTC-USDT": SymbolSpec(step_size=Decimal("0.00001"), tick_size=Decimal("0.01"), min_notional=Decimal("5")),
-    "ETH-USDT": SymbolSpec(step_size=Decimal("0.0001"), tick_size=Decimal("0.01"), min_notional=Decimal("5")),
-}
 CONFIG = """
 [portfolio]
 name = "sec"
