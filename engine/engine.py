@@ -289,7 +289,7 @@ class Engine:
         p = rt.portfolio
         book = self.book
         prices = {c: book.mid[s] for c, s in zip(p.assets, p.sym, strict=True) if s >= 0}
-        weights = {a: w for a, w in zip(p.assets, _weights(p), strict=True)}
+        weights = {a: w for a, w in zip(p.assets, p.canonical_weights(), strict=True)}
         targets = dict(zip(p.assets, p.targets, strict=True))
         targets = {a: targets[a] for a in (p.assets[k] for k in p.members)}
         desired = None
@@ -412,7 +412,7 @@ class Engine:
         now = self.clock.now_ns()
         value = p.value()
         members = [p.assets[k] for k in p.members]
-        weights = dict(zip(p.assets, _weights(p), strict=True))
+        weights = dict(zip(p.assets, p.canonical_weights(), strict=True))
         return PortfolioSnapshot(
             name=name,
             mode=rt.spec.mode,
@@ -444,10 +444,3 @@ class Engine:
             else:
                 total += float(qty) * self.book.mid[self.book.index(f"{asset}-{rt.spec.quote}")]
         return total
-
-
-def _weights(p: Portfolio) -> list[float]:
-    mids = p.book_mid
-    vals = [p.q[k] * mids[s] if s >= 0 else p.q[k] for k, s in enumerate(p.sym)]
-    total = sum(vals)
-    return [v / total if total > 0 else 0.0 for v in vals]

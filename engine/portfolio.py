@@ -145,10 +145,20 @@ class Portfolio:
                 return True
         return False
 
+    def canonical_values(self) -> list[float]:
+        """q * mid per asset (the quote at 1), from scratch, in asset order."""
+        mids = self.book_mid
+        return [self.q[k] * mids[s] if s >= 0 else self.q[k] for k, s in enumerate(self.sym)]
+
+    def canonical_weights(self) -> list[float]:
+        """Weights from the canonical values (0 when the portfolio is worth nothing)."""
+        vals = self.canonical_values()
+        total = sum(vals)
+        return [v / total if total > 0 else 0.0 for v in vals]
+
     def deviations(self) -> dict[str, float]:
         """w - t per member (canonical values)."""
-        mids = self.book_mid
-        vals = [self.q[k] * mids[s] if s >= 0 else self.q[k] for k, s in enumerate(self.sym)]
+        vals = self.canonical_values()
         total = sum(vals)
         if not total > 0.0:
             return {self.assets[k]: -self.targets[k] for k in self.members}
@@ -166,7 +176,7 @@ class Portfolio:
     def compute_box(self) -> None:
         """Per coin, the price range inside which `breached()` stays False (all ranges at once)."""
         mids = self.book_mid
-        vals = [self.q[k] * mids[s] if s >= 0 else self.q[k] for k, s in enumerate(self.sym)]
+        vals = self.canonical_values()
         total = 0.0
         for v in vals:
             total += v

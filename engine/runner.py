@@ -109,15 +109,12 @@ def tick_groups(ticks: Iterable[Tick]) -> Iterator[list[Tick]]:
 
 def run_per_tick(engine: Engine, clock: ReplayClock, ticks: Iterable[Tick], executor: PaperExecutor) -> None:
     """The plain replay: per group, advance the clock (timers first), then apply and evaluate."""
-    for group in tick_groups(ticks):
-        clock.advance_to(group[0].ts_recv_ns)
-        executor.execute(engine.take_intents())
-        executor.execute(engine.on_tick(group[0]) if len(group) == 1 else engine.on_ticks(group))
+    run_sequence(engine, clock, tick_groups(ticks), executor)
 
 
-def run_sequence(engine: Engine, clock: ReplayClock, groups: Sequence[Sequence[Tick]], executor: PaperExecutor) -> None:
-    """Replay pre-grouped ticks (tests)."""
+def run_sequence(engine: Engine, clock: ReplayClock, groups: Iterable[Sequence[Tick]], executor: PaperExecutor) -> None:
+    """Replay ticks already grouped by receive time."""
     for group in groups:
         clock.advance_to(group[0].ts_recv_ns)
         executor.execute(engine.take_intents())
-        executor.execute(engine.on_ticks(group))
+        executor.execute(engine.on_tick(group[0]) if len(group) == 1 else engine.on_ticks(group))

@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from engine.sensor import NULL_SENSOR, Sensor
-from engine.types import Tick
 from feeds.cryptofeed_source import CryptofeedSource
 from feeds.simulator import ExchangeSimulator, ReplaySource, SyntheticSource
 from ops.config import Config, resolve_data_path
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FeedPlan:
-    """Where the ticks come from, resolved from [feed]."""
-
-    exchange: str
-    symbols: list[str]
-    simulator: ExchangeSimulator | None
 
 
 def make_simulator(config: Config, symbols: list[str], cert_dir: Path) -> ExchangeSimulator | None:
@@ -76,8 +65,3 @@ async def feed_source(config: Config, symbols: list[str], *, cert_dir: Path, sen
     finally:
         if sim is not None and simulator is None:
             await sim.stop()
-
-
-async def run_source(source: CryptofeedSource, on_tick: Callable[[Tick], None]) -> None:
-    """Run a source until cancelled."""
-    await source.run(on_tick)
