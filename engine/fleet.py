@@ -49,7 +49,7 @@ class Fleet:
 
     def __init__(self, arrays: FleetArrays, *, fee_rate: Decimal = Decimal("0.001"),
                  rules: Mapping[str, SymbolRules] | None = None, prices: F64 | None = None, now_ns: int = 0,
-                 active: BOOL | None = None) -> None:
+                 active: BOOL | None = None, record_quiet_checks: bool = False) -> None:
         a = arrays
         self.symbols: tuple[str, ...] = a.symbols
         self.quote = a.quote
@@ -77,6 +77,10 @@ class Fleet:
         self.until_ns: I64 = np.zeros(self.n, dtype=np.int64)
         self.seq: I64 = np.zeros(self.n, dtype=np.int64)
         self.last_intent_ns: I64 = np.full(self.n, -1, dtype=np.int64)
+        self.window_from_ns: I64 = np.full(self.n, -1, dtype=np.int64)  # start of the last window, intent or not
+        # checks that fired but found nothing to trade, as (row, time): each starts a window that a durable
+        # record must hold too, or a takeover inside it would re-check at once (`take_quiet_checks`)
+        self.quiet_checks: list[tuple[int, int]] | None = [] if record_quiet_checks else None
         self.active: BOOL = np.ones(self.n, dtype=bool) if active is None else active.astype(bool).copy()
         self.ver = np.zeros(self.n, dtype=np.uint32)
         self.now_ns = now_ns
@@ -243,9 +247,12 @@ class Fleet:
         until = now_ns + int(self.window_ns[p])
         self.cooling[p] = True
         self.until_ns[p] = until
+        self.window_from_ns[p] = now_ns
         heapq.heappush(self._heap, (until, p))
         if intent is None:
             log.info("%s: threshold check found nothing to trade", self.names[p])
+            if self.quiet_checks is not None:
+                self.quiet_checks.append((p, now_ns))
             return None
         self.seq[p] += 1
         self.last_intent_ns[p] = now_ns
@@ -286,21 +293,29 @@ class Fleet:
         ss = np.unique(self.slot_sym[np.asarray(rows, dtype=np.int64)])
         return [int(s) for s in ss.tolist() if s < self.unit]
 
+    def take_quiet_checks(self) -> list[tuple[int, int]]:
+        """The (row, time) of checks that found nothing to trade since the last call (each started a window)."""
+        out = self.quiet_checks or []
+        if self.quiet_checks is not None:
+            self.quiet_checks = []
+        return out
+
     def activate(self, rows: Sequence[int], *, holdings: F64 | None = None, seq: Sequence[int] | None = None,
-                 last_intent_ns: Sequence[int] | None = None) -> list[Intent]:
-        """Start deciding for these portfolios (a partition taken over): set their rebuilt state,
-        resume a window still open at `now_ns`, and check the others at once."""
+                 window_from_ns: Sequence[int] | None = None) -> list[Intent]:
+        """Start deciding for these portfolios (a partition taken over): set their rebuilt state (holdings,
+        intent count, the start of their last window: the later of their last intent and their last quiet
+        check, -1 for none), resume a window still open at `now_ns`, and check the others at once."""
         idx = np.asarray(rows, dtype=np.int64)
         if holdings is not None:
             self.q[idx] = holdings
         if seq is not None:
             self.seq[idx] = np.asarray(seq, dtype=np.int64)
-        if last_intent_ns is not None:
-            self.last_intent_ns[idx] = np.asarray(last_intent_ns, dtype=np.int64)
+        if window_from_ns is not None:
+            self.window_from_ns[idx] = np.asarray(window_from_ns, dtype=np.int64)
         self.active[idx] = True
         self.ver[idx] += 1
         for p in idx.tolist():
-            last = int(self.last_intent_ns[p])
+            last = int(self.window_from_ns[p])
             until = last + int(self.window_ns[p])
             if last >= 0 and until > self.now_ns:
                 self.cooling[p] = True

@@ -12,7 +12,7 @@ and finishes any intent that was cut short; deterministic ids make every step id
 Limits: ticks published while a partition has no owner (a dead worker's lease still running) are
 not evaluated for it; the new owner evaluates its portfolios at its current prices, so decisions
 match a single process exactly when no tick crossed a band during the gap. A check that found
-nothing to trade starts a window that is not recorded, so a takeover inside it re-checks at once.
+nothing to trade starts a window too: it is recorded as a `check` marker, so a takeover resumes it.
 """
 from __future__ import annotations
 
@@ -107,8 +107,7 @@ class Worker:
                         continue
                     intents = fleet.advance_to(ts) if s < 0 else fleet.on_tick(s, bid, ask, ts)
                     self.ticks += s >= 0
-                    for intent in intents:
-                        await self._execute(intent)
+                    await self._decided(intents)
 
     async def _watch(self, symbols: Sequence[int]) -> int:
         """Subscribe to new symbols and seed each one's last price from the last-tick stream; returns the
@@ -132,13 +131,28 @@ class Worker:
 
     # execution -----------------------------------------------------------------------------------------
 
+    async def _decided(self, intents: list[Intent]) -> None:
+        """Record the fleet's quiet checks (each started a window), then execute its intents."""
+        for row, ts in self.fleet.take_quiet_checks():
+            part = int(self.part_of_row[row])
+            if await self._confirm(part, f"quiet check of {self.fleet.names[row]}"):
+                await self.record.add_check(part, self.fleet.names[row], ts)
+        for intent in intents:
+            await self._execute(intent)
+
+    async def _confirm(self, part: int, what: str) -> bool:
+        """Whether we still hold the partition's lease; when not, stop deciding for it."""
+        if await self.leases.confirm(part):
+            return True
+        log.warning("%s: lease on partition %d lost: dropping it and %s", self.worker_id, part, what)
+        self._deactivate(part)
+        self.leases.forget(part)  # the lease expires; whoever takes it next rebuilds from the record
+        return False
+
     async def _execute(self, intent: Intent) -> None:
         row = self.row_of[intent.portfolio]
         part = int(self.part_of_row[row])
-        if not await self.leases.confirm(part):
-            log.warning("%s: lease on partition %d lost: dropping it and intent %s", self.worker_id, part, intent.id)
-            self._deactivate(part)
-            self.leases.forget(part)  # the lease expires; whoever takes it next rebuilds from the record
+        if not await self._confirm(part, f"intent {intent.id}"):
             return
         await self.record.add_intent(part, intent)
         self.intents += 1
@@ -175,23 +189,19 @@ class Worker:
                 else:
                     fleet.apply_fill(self.row_of[portfolio], fill)
             seq = {int(r): 0 for r in rows}
-            last = {int(r): -1 for r in rows}
             for intent in history.intents:
-                r = self.row_of[intent.portfolio]
-                seq[r] += 1
-                last[r] = max(last[r], intent.ts_ns)
+                seq[self.row_of[intent.portfolio]] += 1
+            window_from = history.window_from()
             latest = await self._watch(fleet.symbols_of(rows))
             if latest > fleet.now_ns and self.ticks == 0:  # a worker that applied no tick yet takes the seeds' time
-                for intent in fleet.advance_to(latest):
-                    await self._execute(intent)
+                await self._decided(fleet.advance_to(latest))
             for intent in pending.values():
                 log.info("%s: finishing intent %s cut short", self.worker_id, intent.id)
                 await self._run_intent(part, self.row_of[intent.portfolio], intent, recorded[intent.id])
             self.active_parts.add(part)
             keys = list(seq)
-            intents = fleet.activate(keys, seq=[seq[r] for r in keys], last_intent_ns=[last[r] for r in keys])
-            for intent in intents:
-                await self._execute(intent)
+            await self._decided(fleet.activate(keys, seq=[seq[r] for r in keys],
+                                               window_from_ns=[window_from.get(fleet.names[r], -1) for r in keys]))
         log.info("%s: took over partition %d (%d portfolios, %d intents, %d fills, %d finished)", self.worker_id,
                  part, len(rows), len(history.intents), len(history.fills), len(pending))
 
@@ -254,7 +264,8 @@ async def run_worker(nats_url: str, worker_id: str, portfolios_file: Path, ledge
                      fee_rate: Decimal = Decimal("0.001")) -> None:
     """Run one worker until `stop` is set (then release its leases); cancelling it is a crash (leases stay)."""
     portfolios = read_portfolios(portfolios_file)
-    fleet = Fleet.load(portfolios, fee_rate=fee_rate, active=np.zeros(len(portfolios), dtype=bool))
+    fleet = Fleet.load(portfolios, fee_rate=fee_rate, active=np.zeros(len(portfolios), dtype=bool),
+                       record_quiet_checks=True)
     nc = await nats.connect(nats_url, name=f"keel-worker-{worker_id}", max_reconnect_attempts=-1)
     tick_nc = await nats.connect(nats_url, name=f"keel-worker-{worker_id}-ticks", max_reconnect_attempts=-1)
     try:

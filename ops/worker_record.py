@@ -6,7 +6,8 @@ machine, stores a message before it acknowledges it (file storage; replicas in a
 `Nats-Msg-Id` de-duplication refuses a retried intent or fill. A worker that takes over a partition
 reads the partition's subjects from the start: its portfolios' holdings are their starting holdings
 plus every fill (each trade id counted once, even past the de-duplication window); the intent count
-and the last intent time come from the intents; an intent without its `done` marker is finished
+comes from the intents, and the start of the last post-rebalance window from the later of the last
+intent and the last check that found nothing to trade (recorded as a `check` marker); an intent without its `done` marker is finished
 by re-running its deterministic execution, and only the fills not yet recorded are published.
 
 The SQLite file per partition under `ledger_dir` is a local mirror (unique trade ids, insert-or-ignore)
@@ -35,6 +36,7 @@ from ops.worker_wire import (
     LAST_TICK_STREAM,
     MSG_ID,
     TICKS,
+    check_body,
     done_body,
     fill_body,
     intent_body,
@@ -53,10 +55,18 @@ class PartitionHistory:
     intents: list[Intent] = field(default_factory=list)
     fills: list[tuple[str, str, Fill]] = field(default_factory=list)  # (portfolio, intent id, fill)
     done: set[str] = field(default_factory=set)
+    checks: dict[str, int] = field(default_factory=dict)  # portfolio -> time of its last quiet check
 
     def pending(self) -> list[Intent]:
         """Intents that were published but never marked done (their execution was cut short)."""
         return [i for i in self.intents if i.id not in self.done]
+
+    def window_from(self) -> dict[str, int]:
+        """Per portfolio, the start of its last window: its last intent or its last quiet check."""
+        out = dict(self.checks)
+        for i in self.intents:
+            out[i.portfolio] = max(out.get(i.portfolio, -1), i.ts_ns)
+        return out
 
 
 async def ensure_streams(js: JetStreamContext) -> None:
@@ -111,6 +121,9 @@ class PartitionRecord:
             if d["kind"] == "done":
                 history.done.add(d["intent"])
                 continue
+            if d["kind"] == "check":
+                history.checks[d["portfolio"]] = max(history.checks.get(d["portfolio"], -1), d["ts_ns"])
+                continue
             fill = parse_fill(d["fill"])
             if fill.trade_id not in seen_trades:
                 seen_trades.add(fill.trade_id)
@@ -130,6 +143,11 @@ class PartitionRecord:
         """Record that an intent finished executing."""
         await self.js.publish(f"{FILLS}.{partition}", done_body(portfolio, intent_id),
                               headers={MSG_ID: f"done-{intent_id}"})
+
+    async def add_check(self, partition: int, portfolio: str, ts_ns: int) -> None:
+        """Record a check that found nothing to trade (it starts a window a takeover must resume)."""
+        await self.js.publish(f"{FILLS}.{partition}", check_body(portfolio, ts_ns),
+                              headers={MSG_ID: f"check-{portfolio}-{ts_ns}"})
 
     def mirror(self, partition: int, rows: list[tuple[str, str, Fill]]) -> None:
         """Insert fills into the partition's local SQLite ledger (a trade id is stored once)."""

@@ -3,9 +3,10 @@
 Ticks travel on core NATS, one subject per symbol (`keel.ticks.BTC-USDT`), body `[n, bid, ask, ts_ns]`
 where `n` is the publisher's sequence number (workers restore the publisher's order with it). The
 feed side's clock beats on `keel.clock` (`[n, ts_ns]`) so that windows close with no tick. Intents
-go to JetStream `keel.intents.<partition>`, fills and done markers to `keel.fills.<partition>`, each
-with `Nats-Msg-Id` set to its own id (intent id, trade id, `done-<intent id>`), so a retried publish
-is dropped by the server as a duplicate.
+go to JetStream `keel.intents.<partition>`; fills, done markers and quiet-check markers (a check that
+found nothing to trade, which starts a window all the same) to `keel.fills.<partition>`, each with
+`Nats-Msg-Id` set to its own id (intent id, trade id, `done-<intent id>`, `check-<portfolio>-<ts>`),
+so a retried publish is dropped by the server as a duplicate.
 """
 from __future__ import annotations
 
@@ -84,6 +85,11 @@ def fill_body(portfolio: str, intent_id: str, fill: Fill) -> bytes:
 def done_body(portfolio: str, intent_id: str) -> bytes:
     """The marker that an intent finished executing."""
     return orjson.dumps({"kind": "done", "portfolio": portfolio, "intent": intent_id})
+
+
+def check_body(portfolio: str, ts_ns: int) -> bytes:
+    """The marker of a check that found nothing to trade: it started a post-rebalance window all the same."""
+    return orjson.dumps({"kind": "check", "portfolio": portfolio, "ts_ns": ts_ns})
 
 
 def parse_fill(d: Mapping[str, Any]) -> Fill:

@@ -23,12 +23,14 @@ from engine.fleet_math import execute_at_mid
 from ops.worker import run_worker
 from ops.worker_record import PartitionRecord, ensure_streams, read_subject
 from ops.worker_wire import (
+    CLOCK,
     FILL_STREAM,
     FILLS,
     INTENT_STREAM,
     INTENTS,
     TICKS,
     WORKER_BUCKET,
+    clock_body,
     partition_of,
     tick_body,
     write_portfolios,
@@ -257,4 +259,48 @@ async def test_an_intent_cut_short_by_a_crash_is_finished_once_by_the_next_owner
     assert history.done == {intent.id} and history.pending() == []
     raw = [orjson.loads(b) for b in await read_subject(js, FILL_STREAM, f"{FILLS}.{part}")]
     assert len(raw) == 3  # two fills and one done marker: nothing stored twice
+    await nc.close()
+
+
+@pytest.mark.asyncio
+async def test_a_takeover_resumes_the_window_a_quiet_check_started(
+    nats_jetstream: RunningService, tmp_path: Path,  # noqa: F811
+) -> None:
+    """A check that found nothing to trade started a window: the next owner waits for its end, not for nothing."""
+    portfolio = FleetPortfolio("quiet", {"BTC": 0.5, "ETH": 0.5}, {"BTC": 0.04, "ETH": 0.04},
+                               {"BTC": 1.0, "ETH": 1.0, "USDT": 0.0}, 600 * SEC)
+    file = tmp_path / "portfolios.jsonl"
+    write_portfolios(file, [portfolio])
+    part = partition_of("quiet", 4)
+    nc = await nats.connect(nats_jetstream.url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    await PartitionRecord(js, tmp_path / "crashed").add_check(part, "quiet", T0 + SEC)  # the dead owner's check
+    await nc.publish(f"{TICKS}.BTC-USDT", tick_body(0, 60.0, 60.0, T0 + SEC))  # breached: BTC is 54.5%
+    await nc.publish(f"{TICKS}.ETH-USDT", tick_body(1, 50.0, 50.0, T0 + SEC))
+    await nc.flush()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(nats_jetstream.url, "w0", file, tmp_path / "ledger", partitions=4,
+                                          lease_secs=LEASE_SECS, stop=stop))
+
+    async def owns() -> bool:
+        return part in (await heartbeats(js)).get("w0", {}).get("active", [])
+
+    async def intents() -> list[dict[str, object]]:
+        return [orjson.loads(b) for b in await read_subject(js, INTENT_STREAM, f"{INTENTS}.{part}")]
+
+    async def fired() -> bool:
+        return bool(await intents())
+
+    await wait_until(owns, 20, "the partition active")
+    window_end = T0 + SEC + 600 * SEC
+    await nc.publish(CLOCK, clock_body(2, window_end))  # the window closes: the re-check fires
+    await nc.flush()
+    await wait_until(fired, 20, "the intent at the window's end")
+    stop.set()
+    await task
+    (intent,) = await intents()
+    assert intent["ts_ns"] == window_end  # not the takeover's time: the quiet check's window was resumed
+    history = await PartitionRecord(js, tmp_path / "check").read(part)
+    assert history.window_from() == {"quiet": window_end}
     await nc.close()

@@ -121,7 +121,7 @@ def test_deactivated_portfolios_never_decide_and_reactivation_resumes_the_window
     fleet.deactivate([1])
     (intent,) = fleet.on_tick(0, 60.0, 60.0, T0 + SEC)
     assert intent.portfolio == "a"
-    assert fleet.activate([1], last_intent_ns=[T0]) == []  # its window (from T0) is still open
+    assert fleet.activate([1], window_from_ns=[T0]) == []  # its window (from T0) is still open
     assert fleet.state(1) == "cooldown"
     (late,) = fleet.advance_to(T0 + 300 * SEC + 1)  # before a's window (from T0 + 1 s) ends
     assert late.portfolio == "b" and late.ts_ns == T0 + 300 * SEC
