@@ -304,3 +304,50 @@ def worker(args: argparse.Namespace) -> int:
         raise CommandError(f"portfolios file {args.portfolios} not found")
     return worker_main(["--nats", args.nats, "--id", args.id, "--portfolios", args.portfolios, "--ledger-dir",
                         args.ledger_dir, "--partitions", str(args.partitions), "--lease-secs", str(args.lease_secs)])
+
+
+def _fleet_feed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS server (JetStream enabled)")
+    p.add_argument("--portfolios", required=True, help="JSON-lines portfolios file: its coins are the symbols")
+    p.add_argument("--source", choices=("sim", "binance", "kraken"), default="sim",
+                   help="sim: the embedded exchange simulator on 127.0.0.1 (default); binance/kraken: live")
+    p.add_argument("--sim-seed", type=int, default=1)
+    p.add_argument("--sim-rate-hz", type=float, default=20.0, help="simulator ticks per second per symbol")
+    p.add_argument("--sim-swing", type=float, default=0.05, help="simulator price swings (0.05 = 5%%)")
+    p.add_argument("--beat-secs", type=float, default=1.0, help="clock beat period (windows close on beats)")
+
+
+@command("fleet-feed", "Publish one market feed to the scale-out workers over NATS (ticks and clock beats).")(
+    _fleet_feed_args)
+def fleet_feed(args: argparse.Namespace) -> int:
+    """keel fleet-feed --portfolios FILE."""
+    import asyncio
+    import tempfile
+
+    from ops.fleet_feed import FeedPlan, fleet_symbols, run_fleet_feed
+    from ops.service import install_signal_handlers
+
+    if not Path(args.portfolios).is_file():
+        raise CommandError(f"portfolios file {args.portfolios} not found")
+    if not args.beat_secs > 0 or not args.sim_rate_hz > 0:
+        raise CommandError("--beat-secs and --sim-rate-hz must be > 0")
+    try:
+        symbols = fleet_symbols(Path(args.portfolios))
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    if not symbols:
+        raise CommandError(f"{args.portfolios} holds no portfolio with a coin: nothing to publish")
+    plan = FeedPlan(args.source, args.sim_seed, args.sim_rate_hz, args.sim_swing, args.beat_secs)
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logging.getLogger("feedhandler").setLevel(logging.ERROR)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        with tempfile.TemporaryDirectory(prefix="keel-sim-certs-") as certs:
+            publisher = await run_fleet_feed(args.nats, symbols, plan, cert_dir=Path(certs), stop=stop)
+        print(f"published {publisher.published} ticks and {publisher.beats} clock beats; dropped "
+              f"{sum(publisher.dropped.values())}")
+
+    asyncio.run(main())
+    return 0
