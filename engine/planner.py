@@ -17,9 +17,20 @@ ZERO = Decimal(0)
 DEFAULT_RULES = SymbolRules()
 
 
+_DEC_CACHE: dict[float, Decimal] = {}
+_DEC_CACHE_MAX = 1 << 16
+
+
 def dec(x: float) -> Decimal:
-    """A float as the shortest decimal that round-trips (deterministic)."""
-    return Decimal(repr(x))
+    """A float as the shortest decimal that round-trips (deterministic; recent values are cached)."""
+    d = _DEC_CACHE.get(x)
+    if d is None:
+        d = Decimal(repr(x))
+        if x != 0.0:  # 0.0 and -0.0 share a key but not a repr (and NaN never finds itself)
+            if len(_DEC_CACHE) >= _DEC_CACHE_MAX:
+                _DEC_CACHE.clear()
+            _DEC_CACHE[x] = d
+    return d
 
 
 def floor_step(quantity: Decimal, step: Decimal) -> Decimal:
@@ -39,9 +50,9 @@ class Plan:
     quote_reserve: Decimal
 
 
-def _drift(holdings: Mapping[str, Decimal], prices: Mapping[str, Decimal], targets: Mapping[str, float],
+def _drift(holdings: Mapping[str, Decimal], prices: Mapping[str, float], targets: Mapping[str, float],
            quote: str) -> float:
-    vals = {a: float(q * (prices[a] if a != quote else 1)) for a, q in holdings.items()}
+    vals = {a: float(q) * (prices[a] if a != quote else 1.0) for a, q in holdings.items()}
     total = sum(vals.values())
     if total <= 0:
         return 0.0
@@ -122,5 +133,5 @@ def plan_rebalance(
         c = leg.symbol.split("-")[0]
         expected[c] = expected.get(c, ZERO) + leg.quantity
         expected[quote] = expected.get(quote, ZERO) - leg.notional * (1 + fee_rate)
-    residual = _drift(expected, px, targets, quote)
+    residual = _drift(expected, prices, targets, quote)
     return Plan((*sell_legs, *buys), expected, residual, quote_reserve)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -329,6 +330,7 @@ class Service:
                     others = [tg.create_task(fn(), name=getattr(fn, "__name__", "task")) for fn in extra]
                     mqtt = self._mqtt_task(tg)
                     self.ready.set()
+                    gc.freeze()  # start-up objects (modules, config, recovered state) leave the collector's scans
                     log.info("keel running: %d portfolios, %d symbols", len(engine.runtimes), len(symbols))
                     stop_wait = tg.create_task(stop.wait(), name="stop")
                     await asyncio.wait([stop_wait, actor_task, feed_task], return_when=asyncio.FIRST_COMPLETED)
