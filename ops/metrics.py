@@ -236,6 +236,16 @@ def _build_version() -> str:
         return "0.0.0+unknown"
 
 
+def band_usage(s: PortfolioSnapshot) -> float:
+    """max |deviation| / band over the coins: the engine's own check (a coin is due at 1) in one number."""
+    usage = 0.0
+    for coin, deviation in s.deviations.items():
+        band = s.thresholds.get(coin, math.inf)
+        if band > 0.0 and math.isfinite(band):
+            usage = max(usage, abs(deviation) / band)
+    return usage
+
+
 def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=list(labels))
 
@@ -306,6 +316,7 @@ class KeelCollector:
             fam["deviation"].add_metric([p, coin], deviation)
         for coin, threshold in s.thresholds.items():
             fam["coin_band"].add_metric([p, coin], threshold)
+        fam["usage"].add_metric([p], band_usage(s))
         for asset, quantity in s.holdings.items():
             fam["holdings"].add_metric([p, asset], float(quantity))
 
@@ -324,6 +335,8 @@ class KeelCollector:
             "drift": _gauge("keel_portfolio_drift_ratio", "Portfolio drift (in its band's units).", ["portfolio"]),
             "band": _gauge("keel_portfolio_band_ratio", "Largest per-coin band threshold.", ["portfolio"]),
             "coin_band": _gauge("keel_portfolio_coin_band_ratio", "Band threshold of a coin.", pc),
+            "usage": _gauge("keel_portfolio_band_usage_ratio",
+                            "Largest |deviation| / band over the coins: 1 or more is outside the band.", ["portfolio"]),
             "window": _gauge(
                 "keel_portfolio_window_remaining_seconds", "Time left in the post-rebalance window.", ["portfolio"],
             ),

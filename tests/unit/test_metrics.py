@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.types import Fill, Intent, PortfolioSnapshot, Reason, Side
 from ops.http import MetricsServer
-from ops.metrics import MAX_TRACKED_INTENTS, KeelCollector, PrometheusSensor, SymbolHealthView
+from ops.metrics import MAX_TRACKED_INTENTS, KeelCollector, PrometheusSensor, SymbolHealthView, band_usage
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -192,6 +192,7 @@ def test_collector_exports_portfolio_state() -> None:
     assert value(s, "keel_portfolio_drift_ratio", portfolio="core") == 0.06
     assert value(s, "keel_portfolio_band_ratio", portfolio="core") == 0.05
     assert value(s, "keel_portfolio_coin_band_ratio", portfolio="core", coin="ETH") == 0.03
+    assert value(s, "keel_portfolio_band_usage_ratio", portfolio="core") == pytest.approx(2.0)  # ETH: 0.06 / 0.03
     assert value(s, "keel_portfolio_holdings", portfolio="core", asset="ETH") == 1.5
     assert value(s, "keel_portfolio_floor_value_quote", portfolio="core") == 9_000
     assert value(s, "keel_portfolio_window_remaining_seconds", portfolio="core") == 0
@@ -267,3 +268,22 @@ async def test_server_serves_metrics_health_and_readiness() -> None:
     finally:
         await server.stop()
     await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("deviations", "thresholds", "usage"),
+    [
+        # a per-coin override: ETH is outside its own 2% band although the drift (3%) is under the largest band (5%)
+        ({"BTC": 0.03, "ETH": -0.03}, {"BTC": 0.05, "ETH": 0.02}, 1.5),
+        # a relative band converted to weight units (10% of a 20% target = 0.02): inside
+        ({"BTC": -0.01, "SOL": 0.01}, {"BTC": 0.08, "SOL": 0.02}, 0.5),
+        # a coin without a band (the quote outside the targets) does not count
+        ({"BTC": 0.04, "USDT": -0.04}, {"BTC": 0.05, "USDT": math.inf}, 0.8),
+    ],
+)
+def test_band_usage_is_the_engines_own_check_per_coin(deviations: dict[str, float], thresholds: dict[str, float],
+                                                       usage: float) -> None:
+    snapshot = make_snapshot(deviations=deviations, thresholds=thresholds,
+                             drift=max(abs(d) for d in deviations.values()))
+    assert band_usage(snapshot) == pytest.approx(usage)
+    assert (band_usage(snapshot) >= 1) == any(abs(d) >= thresholds[c] for c, d in deviations.items())
