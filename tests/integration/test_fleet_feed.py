@@ -22,7 +22,7 @@ from ops.worker_record import PartitionRecord, read_subject
 from ops.worker_wire import CLOCK, INTENT_STREAM, INTENTS, TICKS, partition_of, write_portfolios
 from tests.builders import SEC
 from tests.integration.services import RunningService, nats_jetstream  # noqa: F401 (fixture)
-from tests.integration.test_workers_nats import heartbeats, wait_until
+from tests.integration.test_workers_nats import heartbeats, pair_portfolio, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
 SYMBOLS = ["BTC-USDT", "ETH-USDT"]
@@ -38,10 +38,7 @@ async def test_ticks_from_the_simulator_reach_a_worker_through_nats_and_it_trade
     nats_jetstream: RunningService, tmp_path: Path,  # noqa: F811
 ) -> None:
     Symbols.clear()
-    portfolio = FleetPortfolio("solo", {"BTC": 0.5, "ETH": 0.5}, {"BTC": 0.04, "ETH": 0.04},
-                               {"BTC": 1.0, "ETH": 1.0, "USDT": 0.0}, 600 * SEC)
-    file = tmp_path / "portfolios.jsonl"
-    write_portfolios(file, [portfolio])
+    _, file = pair_portfolio("solo", tmp_path)
     assert fleet_symbols(file) == SYMBOLS
     part = partition_of("solo", 4)
     nc = await nats.connect(nats_jetstream.url)

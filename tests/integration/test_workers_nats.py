@@ -101,6 +101,15 @@ async def wait_until(check: Callable[[], Awaitable[bool]], within: float, what: 
     return time.monotonic() - t0
 
 
+def pair_portfolio(name: str, tmp_path: Path) -> tuple[FleetPortfolio, Path]:
+    """BTC/ETH 50/50 with 4% bands and a 10-minute window, written alone to a portfolios file."""
+    portfolio = FleetPortfolio(name, {"BTC": 0.5, "ETH": 0.5}, {"BTC": 0.04, "ETH": 0.04},
+                               {"BTC": 1.0, "ETH": 1.0, "USDT": 0.0}, 600 * SEC)
+    file = tmp_path / "portfolios.jsonl"
+    write_portfolios(file, [portfolio])
+    return portfolio, file
+
+
 async def heartbeats(js: JetStreamContext) -> dict[str, dict[str, object]]:
     try:
         kv = await js.key_value(WORKER_BUCKET)
@@ -218,10 +227,7 @@ async def test_three_workers_share_partitions_survive_a_kill_and_record_the_sing
 async def test_an_intent_cut_short_by_a_crash_is_finished_once_by_the_next_owner(
     nats_jetstream: RunningService, tmp_path: Path,  # noqa: F811
 ) -> None:
-    portfolio = FleetPortfolio("solo", {"BTC": 0.5, "ETH": 0.5}, {"BTC": 0.04, "ETH": 0.04},
-                               {"BTC": 1.0, "ETH": 1.0, "USDT": 0.0}, 600 * SEC)
-    file = tmp_path / "portfolios.jsonl"
-    write_portfolios(file, [portfolio])
+    portfolio, file = pair_portfolio("solo", tmp_path)
     fleet = Fleet.load([portfolio], fee_rate=FEE, prices=np.array([50.0, 50.0]), now_ns=T0)
     (intent,) = fleet.on_tick(0, 60.0, 60.0, T0 + SEC)
     fills = execute_at_mid(intent, fleet.holdings(0), "USDT", FEE, {})
@@ -267,10 +273,7 @@ async def test_a_takeover_resumes_the_window_a_quiet_check_started(
     nats_jetstream: RunningService, tmp_path: Path,  # noqa: F811
 ) -> None:
     """A check that found nothing to trade started a window: the next owner waits for its end, not for nothing."""
-    portfolio = FleetPortfolio("quiet", {"BTC": 0.5, "ETH": 0.5}, {"BTC": 0.04, "ETH": 0.04},
-                               {"BTC": 1.0, "ETH": 1.0, "USDT": 0.0}, 600 * SEC)
-    file = tmp_path / "portfolios.jsonl"
-    write_portfolios(file, [portfolio])
+    _, file = pair_portfolio("quiet", tmp_path)
     part = partition_of("quiet", 4)
     nc = await nats.connect(nats_jetstream.url)
     js = nc.jetstream()
