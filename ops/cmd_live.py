@@ -54,8 +54,11 @@ def _serve(config: Any, *, record: Path | None, tui: bool, report_dir: Path | No
             sampler.write(report_dir)
         return code
 
+    from ops.logs import logging_off_the_loop
+
     logging.getLogger("feedhandler").setLevel(logging.ERROR)
-    return uvloop.run(main())
+    with logging_off_the_loop():  # an intent's log line is a queue put on the loop, not a write
+        return uvloop.run(main())
 
 
 async def _view(service: Any, stop: asyncio.Event) -> None:
