@@ -113,8 +113,11 @@ class Engine:
                 k = rt.coin_of_symbol[i]
                 p = rt.portfolio
                 p.on_price(k, mid)
-                if rt.started and rt.trigger.state is TriggerState.IDLE and p.box_lo[k] <= mid <= p.box_hi[k]:
-                    continue
+                if rt.started:
+                    state = rt.trigger.state
+                    if state is TriggerState.COOLDOWN or (  # nothing to check inside the window
+                            state is TriggerState.IDLE and p.box_lo[k] <= mid <= p.box_hi[k]):
+                        continue
                 if now < 0:
                     now = self.clock.now_ns()
                 self.evaluate(rt, now)
