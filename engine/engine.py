@@ -20,7 +20,7 @@ from engine.portfolio import Portfolio
 from engine.sensor import NULL_SENSOR, Sensor
 from engine.spec import PortfolioSpec
 from engine.trigger import Action, Trigger, TriggerState
-from engine.types import Fill, Intent, PortfolioSnapshot, Reason, Tick, split_symbol
+from engine.types import Fill, Intent, PortfolioSnapshot, Reason, Tick, new_intent, split_symbol
 
 log = logging.getLogger(__name__)
 
@@ -291,10 +291,10 @@ class Engine:
         spec = rt.spec
         p = rt.portfolio
         book = self.book
-        prices = {c: book.mid[s] for c, s in zip(p.assets, p.sym, strict=True) if s >= 0}
-        weights = {a: w for a, w in zip(p.assets, p.canonical_weights(), strict=True)}
-        targets = dict(zip(p.assets, p.targets, strict=True))
-        targets = {a: targets[a] for a in (p.assets[k] for k in p.members)}
+        mids = book.mid
+        prices = {c: mids[s] for c, s in zip(p.assets, p.sym, strict=True) if s >= 0}
+        weights = dict(zip(p.assets, p.canonical_weights(), strict=True))
+        targets = {p.assets[k]: p.targets[k] for k in p.members}
         desired = None
         if spec.rebalance_to is not None and reason in (Reason.THRESHOLD, Reason.CALENDAR):
             thresholds = {p.assets[k]: p.thresholds[k] for k in p.members}
@@ -324,19 +324,19 @@ class Engine:
                 rt.hodl = dict(p.holdings)
             return None
         rt.intents += 1
-        drift = p.drift(spec.relative_drift)
-        intent = Intent(
-            id=intent_id(spec.name, rt.intents, now_ns),
-            portfolio=spec.name,
-            ts_ns=now_ns,
-            reason=reason,
-            drift=drift,
-            prices={f"{c}-{spec.quote}": px for c, px in prices.items()},
-            weights=weights,
-            legs=plan.legs,
-            expected_residual_drift=plan.residual_drift,
-            observe=spec.mode == "observe",
-            quote_reserve=plan.quote_reserve,
+        drift = _drift_of(weights, targets, spec.relative_drift)
+        intent: Intent = new_intent(  # Intent(...) with every field, in order, minus the per-field setattr
+            intent_id(spec.name, rt.intents, now_ns),  # id
+            spec.name,  # portfolio
+            now_ns,  # ts_ns
+            reason,
+            drift,
+            {f"{c}-{spec.quote}": px for c, px in prices.items()},  # prices
+            weights,
+            plan.legs,
+            plan.residual_drift,  # expected_residual_drift
+            spec.mode == "observe",  # observe
+            plan.quote_reserve,
         )
         rt.last_intent_ns = now_ns
         if not intent.observe:
@@ -447,3 +447,10 @@ class Engine:
             else:
                 total += float(qty) * self.book.mid[self.book.index(f"{asset}-{rt.spec.quote}")]
         return total
+
+
+def _drift_of(weights: dict[str, float], targets: dict[str, float], relative: bool) -> float:
+    """`Portfolio.drift` from weights already computed (the same arithmetic: max |w - t|, or / t)."""
+    if relative:
+        return max((abs(weights[a] - t) / t for a, t in targets.items()), default=0.0)
+    return max((abs(weights[a] - t) for a, t in targets.items()), default=0.0)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
-from engine.types import Leg, Side, SymbolRules
+from engine.types import Leg, Side, SymbolRules, new_leg
 
 ZERO = Decimal(0)
 DEFAULT_RULES = SymbolRules()
@@ -99,7 +99,7 @@ def plan_rebalance(
         qty = floor_step(min(-d / px[c], holdings.get(c, ZERO)), r.step_size)
         notional = qty * px[c]
         if qty > 0 and notional >= r.min_notional:
-            sell_legs.append(Leg(sym, Side.SELL, qty, px[c], notional))
+            sell_legs.append(new_leg(sym, Side.SELL, qty, px[c], notional))
     proceeds = sum((leg.notional for leg in sell_legs), ZERO) * (1 - fee_rate)
     budget = holdings.get(quote, ZERO) + proceeds - quote_reserve
 
@@ -116,7 +116,7 @@ def plan_rebalance(
             qty = floor_step(d * scale / px[c], r.step_size)
             notional = qty * px[c]
             if qty > 0 and notional >= r.min_notional:
-                buys.append(Leg(sym, Side.BUY, qty, px[c], notional))
+                buys.append(new_leg(sym, Side.BUY, qty, px[c], notional))
             else:
                 dropped.append(c)
         if not dropped or scale >= 1:

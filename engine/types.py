@@ -1,9 +1,14 @@
 """Messages of the core: ticks, intents, legs, orders and fills (frozen, slotted, orjson-ready)."""
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Side(enum.StrEnum):
@@ -148,3 +153,24 @@ class PortfolioSnapshot:
     paused: bool
     stale: bool
     floor_value: float = 0.0
+
+
+def fast_constructor(cls: type[T]) -> Callable[..., T]:
+    """A positional constructor for a frozen slotted dataclass that stores each field through its slot,
+    skipping the `object.__setattr__` call per field that a frozen `__init__` makes (about 3x faster; the
+    live hot path builds a Tick per frame and Legs per intent). Every field must be given, in order; the
+    object is the same as `cls(...)` would make (equal, same hash, same serialisation)."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    ns: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    for i, name in enumerate(names):
+        ns[f"_s{i}"] = cls.__dict__[name].__set__
+    body = "".join(f"    _s{i}(o, {name})\n" for i, name in enumerate(names))
+    exec(f"def make({', '.join(names)}):\n    o = _new(_cls)\n{body}    return o\n", ns)
+    make: Callable[..., T] = ns["make"]
+    make.__doc__ = f"{cls.__name__}(...) without the per-field __setattr__ calls (all fields, in order)."
+    return make
+
+
+new_tick = fast_constructor(Tick)
+new_leg = fast_constructor(Leg)
+new_intent = fast_constructor(Intent)

@@ -8,14 +8,13 @@ the live run's decisions.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
 
 from engine.clock import ReplayClock, TimerCallback, TimerHandle
 from engine.engine import Engine
-from engine.types import Intent, Tick
+from engine.types import Intent, Tick, new_tick
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ class LiveDriver:
         now = clock.now_ns()
         ts = max(tick.ts_recv_ns, now, self.last_tick_ns + 1)  # strictly increasing: one tick, one group
         if ts != tick.ts_recv_ns:
-            tick = dataclasses.replace(tick, ts_recv_ns=ts)
+            tick = new_tick(tick.symbol, tick.bid, tick.ask, tick.ts_event_ns, ts)
         self.last_tick_ns = ts
         if ts > now:
             clock.advance_to(tick.ts_recv_ns)
