@@ -29,12 +29,19 @@ from ops.specs import portfolio_specs
 
 log = logging.getLogger(__name__)
 NS_PER_MIN = 60_000_000_000
+LOOKBACK = 64  # ticks searched back from each equity sample for each coin's last price
 
 
 def iso(ts_ns: int) -> str:
     """ns since the epoch -> ISO 8601 UTC with milliseconds."""
     t = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{(ts_ns // 1_000_000) % 1000:03d}Z"
+
+
+def iso_many(ts_ns: np.ndarray) -> list[str]:
+    """`iso` of many times at once (the same text)."""
+    ms = (np.asarray(ts_ns, dtype=np.int64) // 1_000_000).astype("datetime64[ms]")
+    return [text + "Z" for text in np.datetime_as_string(ms, unit="ms").tolist()]
 
 
 def intent_record(intent: Intent) -> dict[str, Any]:
@@ -159,17 +166,8 @@ def _equity(engine: Engine, name: str, replay: ColumnarReplay, recorder: Recorde
     ts = replay.ts
     if len(ts) == 0:
         return {}
-    ends = np.flatnonzero(np.append(ts[1:] != ts[:-1], True))
-    span_min = int((ts[-1] - ts[0]) // NS_PER_MIN) + 1
-    if len(ends) > span_min:
-        minute = ts[ends] // NS_PER_MIN
-        ends = ends[np.append(minute[1:] != minute[:-1], True)]
-    prices = []
-    for s in p.sym[:-1]:
-        pos = replay.pos[s]
-        k = np.searchsorted(pos, ends, "right") - 1
-        col = np.where(k >= 0, replay.mid[pos[np.maximum(k, 0)]] if len(pos) else np.nan, np.nan)
-        prices.append(col)
+    ends = _sample_ends(ts)
+    prices = _last_mids(replay, ends, p.sym[:-1])
     sample_ts = ts[ends]
     timeline = recorder.timeline[name]
     t_ts = np.array([t for t, _ in timeline], dtype=np.int64)
@@ -191,6 +189,46 @@ def _equity(engine: Engine, name: str, replay: ColumnarReplay, recorder: Recorde
             drift = np.maximum(drift, np.abs(w - p.targets[k]))
     out["drift"] = drift
     return out
+
+
+def _last_mids(replay: ColumnarReplay, ends: np.ndarray, symbols: Sequence[int]) -> list[np.ndarray]:
+    """Per symbol, the mid of its last tick at or before each index in `ends` (NaN before its first).
+
+    Looks LOOKBACK ticks back from each index first; only a symbol missing from some window costs a
+    scan of the whole replay.
+    """
+    rows = np.arange(ends.shape[0])
+    windowed = ends.shape[0] * LOOKBACK <= 1 << 22  # the (samples x LOOKBACK) windows stay small
+    back = ends[:, None] - np.arange(LOOKBACK) if windowed else np.zeros((0, LOOKBACK), np.int64)
+    seen = replay.sym[np.maximum(back, 0)]
+    out = []
+    for s in symbols:
+        col = np.full(ends.shape[0], np.nan)
+        todo = rows
+        if windowed:
+            hit = (seen == s) & (back >= 0)
+            first = hit.argmax(axis=1)
+            found = hit[rows, first]
+            col[found] = replay.mid[back[rows[found], first[found]]]
+            todo = np.flatnonzero(~found & (back[:, -1] >= 0))  # not in a window that starts after tick 0
+        if todo.shape[0]:
+            pos = replay.pos[s]
+            k = np.searchsorted(pos, ends[todo], "right") - 1
+            col[todo] = np.where(k >= 0, replay.mid[pos[np.maximum(k, 0)]] if len(pos) else np.nan, np.nan)
+        out.append(col)
+    return out
+
+
+def _sample_ends(ts: np.ndarray) -> np.ndarray:
+    """The last index of each distinct time, or of each minute when there are more distinct times than minutes."""
+    changes = ts[1:] != ts[:-1]
+    span_min = int((ts[-1] - ts[0]) // NS_PER_MIN) + 1
+    if int(np.count_nonzero(changes)) + 1 <= span_min:
+        return np.flatnonzero(np.append(changes, True))
+    # the times are sorted: a minute's last tick is the one before the first at or after the next minute
+    bounds = np.arange(int(ts[0] // NS_PER_MIN) + 1, int(ts[-1] // NS_PER_MIN) + 1, dtype=np.int64) * NS_PER_MIN
+    ends = np.append(np.searchsorted(ts, bounds, "left") - 1, ts.shape[0] - 1)
+    return ends[np.append(ends[1:] != ends[:-1], True)]
 
 
 def max_drawdown(values: np.ndarray) -> float:
@@ -279,9 +317,10 @@ def _write_equity(path: Path, eq: dict[str, np.ndarray]) -> None:
         f.write(",".join(["ts", "ts_ns", *cols]) + "\n")
         if not eq:
             return
-        data = [eq[c] for c in cols]
-        for row, ts in enumerate(eq["ts_ns"].tolist()):
-            f.write(f"{iso(ts)},{ts}," + ",".join(f"{d[row]:.10g}" for d in data) + "\n")
+        row = "%s,%d," + ",".join(["%.10g"] * len(cols)) + "\n"
+        ts = eq["ts_ns"]
+        rows = zip(iso_many(ts), ts.tolist(), *(eq[c].tolist() for c in cols), strict=True)
+        f.write("".join(row % values for values in rows))
 
 
 def load_inputs(ticks: Sequence[Path], candles: Sequence[tuple[str, Path]]) -> tuple[TickColumns, list[str]]:

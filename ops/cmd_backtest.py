@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ops.commands import CommandError, command, load, parse_candles, progress_bar
+from ops.commands import CommandError, command, load, loading_modules, parse_candles, progress_bar
 
 
 def _ledger_factory() -> Any:
@@ -32,9 +33,13 @@ def _backtest_args(p: argparse.ArgumentParser) -> None:
 @command("backtest", "Replay ticks or candles through the engine with paper fills and report.")(_backtest_args)
 def backtest(args: argparse.Namespace) -> int:
     """keel backtest CONFIG (--ticks FILE | --candles SYMBOL=FILE ...) [--out DIR]."""
-    from feeds.files import TickFileError
-    from ops.backtest import load_inputs, run_backtest
+    with loading_modules(freeze=getattr(args, "own_process", False)):
+        from feeds.files import TickFileError
+        from ops.backtest import load_inputs, run_backtest
 
+        ledger_factory = _ledger_factory()
+        if not args.no_report:
+            importlib.import_module("ops.report")  # written last, loaded now with the rest
     config = load(args.config)
     if not args.ticks and not args.candles:
         raise CommandError("give the market: --ticks FILE or --candles SYMBOL=FILE (several allowed)")
@@ -50,7 +55,7 @@ def backtest(args: argparse.Namespace) -> int:
         print(f"keel backtest: {note}", file=sys.stderr)
     update, stop = progress_bar(len(cols) > 2_000_000)
     try:
-        result = run_backtest(config, cols, Path(args.out), progress=update, ledger_factory=_ledger_factory(),
+        result = run_backtest(config, cols, Path(args.out), progress=update, ledger_factory=ledger_factory,
                               report=not args.no_report)
     except ValueError as e:
         raise CommandError(str(e)) from None

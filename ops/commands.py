@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,24 @@ def load(path: str) -> Any:
         raise CommandError(str(e)) from None
     except FileNotFoundError:
         raise CommandError(f"config file {path} not found") from None
+
+
+@contextmanager
+def loading_modules(freeze: bool) -> Iterator[None]:
+    """No collector passes while a command loads its modules (long-lived objects, hardly any garbage).
+
+    With `freeze` (keel owns the process) what they made leaves the collector for good: the passes
+    during the run, and the one at exit, no longer scan it (about 5% of a `keel backtest`).
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if freeze:
+            gc.freeze()
+        if collecting:
+            gc.enable()
 
 
 def parse_candles(items: list[str]) -> list[tuple[str, Path]]:

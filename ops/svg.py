@@ -5,7 +5,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from html import escape
 
 import numpy as np
 import numpy.typing as npt
@@ -32,8 +31,9 @@ _CHAR_PX = 6.6  # rough width of one 11px label character, for legend layout
 
 
 def esc(text: object) -> str:
-    """Text escaped for HTML and XML (attributes too)."""
-    return escape(str(text), quote=True)
+    """Text escaped for HTML and XML (attributes too): `html.escape`, without importing its entity tables."""
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&#x27;"))
 
 
 def colour_map(names: Sequence[str]) -> dict[str, str]:
@@ -155,7 +155,8 @@ def downsample_minmax(x: F64, y: F64, buckets: int) -> tuple[F64, F64]:
     sorted_bucket = bucket[order]
     starts = np.flatnonzero(np.r_[True, sorted_bucket[1:] != sorted_bucket[:-1]])
     ends = np.r_[starts[1:], n] - 1
-    keep = np.unique(np.concatenate((order[starts], order[ends], np.array([0, n - 1]))))
+    keep = np.sort(np.concatenate((order[starts], order[ends], np.array([0, n - 1]))))
+    keep = keep[np.append(True, keep[1:] != keep[:-1])]  # np.unique would import numpy.ma (20-80 ms)
     return x[keep], y[keep]
 
 
@@ -221,9 +222,10 @@ class Frame:
         return self.height - self.bottom - (y - self.y0) * (h / ((self.y1 - self.y0) or 1.0))
 
 
-def _points(px: F64, py: F64) -> list[str]:
+def _points(px: F64, py: F64) -> str:
+    """`x,y` pixel pairs rounded to 0.1, joined by `L` (one %-format for the whole line: the fast way)."""
     flat = np.round(np.column_stack((px, py)), 1).ravel().tolist()
-    return [f"{a:g},{b:g}" for a, b in zip(flat[::2], flat[1::2], strict=True)]
+    return "L".join(["%g,%g"] * (len(flat) // 2)) % tuple(flat)
 
 
 def line_path(frame: Frame, x: F64, y: F64, colour: str, *, width: float = 1.6, dashed: bool = False) -> str:
@@ -231,7 +233,7 @@ def line_path(frame: Frame, x: F64, y: F64, colour: str, *, width: float = 1.6, 
     if x.shape[0] == 0:
         return ""
     dash = ' stroke-dasharray="6 4"' if dashed else ""
-    d = "M" + "L".join(_points(frame.px(x), frame.py(y)))
+    d = "M" + _points(frame.px(x), frame.py(y))
     return (f'<path d="{d}" fill="none" stroke="{esc(colour)}" stroke-width="{width:g}"'
             f' stroke-linejoin="round"{dash}/>')
 
@@ -243,7 +245,7 @@ def area_path(frame: Frame, x: F64, y: F64, colour: str, *, base: float = 0.0, o
     pts = _points(frame.px(x), frame.py(y))
     xs = frame.px(np.array([x[0], x[-1]]))
     yb = float(frame.py(np.array([base]))[0])
-    d = f"M{xs[0]:.1f},{yb:.1f}L" + "L".join(pts) + f"L{xs[1]:.1f},{yb:.1f}Z"
+    d = f"M{xs[0]:.1f},{yb:.1f}L" + pts + f"L{xs[1]:.1f},{yb:.1f}Z"
     return (f'<path d="{d}" fill="{esc(colour)}" fill-opacity="{opacity:g}" stroke="none"/>'
             + line_path(frame, x, y, colour, width=1.2))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ import pytest
 from ops.report import load_equity, load_fills, render_comparison, render_report
 from ops.svg import (
     Series,
+    _points,
     colour_map,
     downsample_minmax,
+    esc,
     fmt_number,
     fmt_percent,
     nice_ticks,
@@ -287,3 +290,12 @@ def test_coin_colours_are_distinct_and_stable() -> None:
 def test_empty_chart_says_no_data() -> None:
     svg = time_chart([Series("x", np.zeros(0), np.zeros(0), "#000")], label="empty")
     assert ET.fromstring(svg).find("text").text == "no data"  # type: ignore[union-attr]
+
+
+def test_paths_and_escapes_read_as_their_plain_forms() -> None:
+    rng = np.random.default_rng(5)
+    px, py = rng.uniform(-2e5, 2e6, 300), np.concatenate([rng.uniform(0, 500, 299), [-0.04]])
+    flat = np.round(np.column_stack((px, py)), 1).ravel().tolist()
+    assert _points(px, py) == "L".join(f"{a:g},{b:g}" for a, b in zip(flat[::2], flat[1::2], strict=True))
+    for text in ["a&b<c>\"d'e", "", "plain", "&amp;", 12.5, None]:
+        assert esc(text) == html_escape(str(text), quote=True)
