@@ -8,7 +8,7 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 
-from engine.types import Intent, split_symbol
+from engine.types import Fill, Intent, split_symbol
 from ops.venues.base import (
     TERMINAL,
     InsufficientFunds,
@@ -167,6 +167,14 @@ def intent_outcome(planned_legs: int, results: list[LegOutcome], parked: bool) -
     if any(r in (LegOutcome.FILLED, LegOutcome.PARTIAL, LegOutcome.UNKNOWN) for r in results):
         return "partial"
     return "failed"
+
+
+def fee_in_quote(fill: Fill) -> float:
+    """The fill's fee valued in its symbol's quote (0 for a fee paid in a third asset)."""
+    base, quote = split_symbol(fill.symbol)
+    if fill.fee_asset == quote:
+        return float(fill.fee)
+    return float(fill.fee * fill.price) if fill.fee_asset == base else 0.0
 
 
 def intent_problem(intent: Intent, quote: str | None) -> str | None:

@@ -9,7 +9,7 @@ from typing import Protocol
 from engine.types import Fill, Order, SymbolRules
 
 
-class OrderStatus(str, enum.Enum):
+class OrderStatus(enum.StrEnum):
     """Venue order status, normalised."""
 
     NEW = "new"
@@ -82,7 +82,11 @@ class BadVenueAnswer(VenueError):
 
 
 class Venue(Protocol):
-    """An exchange session. Implementations never retry order placement on their own."""
+    """An exchange session. Implementations never retry order placement on their own.
+
+    Optionally a venue has `answers_at_once: bool`, True when `place_order` never waits (the paper venue
+    without latency or journal): the actor then sends its orders one after another rather than as tasks.
+    """
 
     name: str
 

@@ -82,12 +82,18 @@ class PaperVenue:
         self._default_rules = default_rules
         self._latency_secs = latency_ms / 1000
         self._clock_ns = clock_ns
+        self._quotes: dict[str, str] = {}
         self._orders: dict[str, OrderReport] = {}
         self._balances: dict[str, Decimal] | None = None if balances is None else dict(balances)
         self._journal: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         if journal is not None:
             self._open_journal(Path(journal))
+
+    @property
+    def answers_at_once(self) -> bool:
+        """True without latency or journal: `place_order` never waits, so orders need not be sent concurrently."""
+        return not self._latency_secs and self._journal is None
 
     def __repr__(self) -> str:
         return f"PaperVenue(fee_rate={self._fee_rate}, orders={len(self._orders)})"
@@ -125,19 +131,19 @@ class PaperVenue:
         """Fill the order at once at the touch (plus slippage); refuses a duplicate client order id."""
         if self._latency_secs:
             await asyncio.sleep(self._latency_secs)
-        cid = order.client_order_id
+        cid, symbol = order.client_order_id, order.symbol
         if cid in self._orders:
             raise OrderRejected(f"paper: duplicate client order id {cid}")
-        rules = self._rules_of(order.symbol, OrderRejected)
-        bid, ask = self._touch(order.symbol)
-        _, quote = split_symbol(order.symbol)
+        rules = self._rules_of(symbol, OrderRejected)
+        bid, ask = self._touch(symbol)
+        quote = self._quotes.get(symbol) or self._quotes.setdefault(symbol, split_symbol(symbol)[1])
         fill = paper_fill(order, bid, ask, quote=quote, fee_rate=self._fee_rate, slippage_bps=self._slippage_bps,
                           rules=rules, trade_id=f"{cid}-1", ts_ns=self._clock_ns())
         if fill is None:
             raise OrderRejected(f"paper: order {cid} is below one step ({rules.step_size}) or the minimum notional "
                                 f"({rules.min_notional} {quote})")
         deltas = self._take_funds(fill, quote)
-        report = OrderReport(cid, fill.order_id, order.symbol, OrderStatus.FILLED, fill.quantity, (fill,))
+        report = OrderReport(cid, fill.order_id, symbol, OrderStatus.FILLED, fill.quantity, (fill,))
         self._orders[cid] = report
         if self._journal is not None:
             balances = None if self._balances is None else [(a, format(v, "f")) for a, v in self._balances.items()]
@@ -148,7 +154,8 @@ class PaperVenue:
                 del self._orders[cid]
                 self._give_back(deltas)
                 raise VenueUnavailable(f"paper: journal write failed, order {cid} not placed: {exc}") from exc
-        log.debug("paper order %s %s %s %s at %s", cid, order.side.value, fill.quantity, order.symbol, fill.price)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("paper order %s %s %s %s at %s", cid, order.side.value, fill.quantity, symbol, fill.price)
         return report
 
     async def fetch_order(self, client_order_id: str, symbol: str) -> OrderReport | None:

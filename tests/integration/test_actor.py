@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from decimal import Decimal
@@ -57,12 +58,14 @@ class WatchedLedger(Ledger):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ops: list[object] = []
+        self.committed: list[list[object]] = []  # the ops of each committed request
         self.changed = asyncio.Condition()
 
     async def submit(self, ops: Any) -> list[Any]:
         ops = list(ops)
         result = await super().submit(ops)
         self.ops.extend(ops)
+        self.committed.append(ops)
         async with self.changed:
             self.changed.notify_all()
         return result
@@ -461,6 +464,135 @@ async def test_recovery_while_the_venue_is_down_leaves_orders_open_instead_of_gu
     summary = await actor.reconcile()
     assert (summary.settled, summary.fills_recorded, summary.not_placed) == (1, 1, 0)
     assert_consistent(book, await ledger.holdings(P), await venue.balances())
+
+
+# legs sent concurrently (a venue that does not answer at once) -----------------------------------------
+
+SPREAD = {"USDT": Decimal("100"), "ETH": Decimal("2"), "SOL": Decimal("10")}
+
+
+class SlowVenue(RecordingVenue):
+    """The paper venue behind a network: orders go out concurrently, and each symbol can be held or twisted."""
+
+    answers_at_once = False
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.held: dict[str, asyncio.Event] = {}
+        self.first_answer_new: set[str] = set()
+        self.wrong_side: set[str] = set()
+
+    async def place_order(self, order: Order) -> OrderReport:
+        if order.symbol in self.held:
+            await self.held[order.symbol].wait()
+        report = await super().place_order(order)
+        if order.symbol in self.first_answer_new:  # accepted now, filled by the time it is polled
+            return replace(report, status=OrderStatus.NEW, filled_quantity=Decimal(0), fills=())
+        if order.symbol in self.wrong_side:
+            other = Side.BUY if order.side is Side.SELL else Side.SELL
+            return replace(report, fills=tuple(replace(f, side=other) for f in report.fills))
+        return report
+
+
+class CommittedBook(Book):
+    """A book that checks, as each fill is applied, that the ledger file already holds it (committed)."""
+
+    def __init__(self, holdings: dict[str, Decimal], ledger_path: Path) -> None:
+        super().__init__(holdings)
+        self.ledger_path = ledger_path
+        self.applied: dict[str, asyncio.Event] = {}
+
+    def on_fill(self, portfolio: str, fill: Fill) -> None:
+        with contextlib.closing(sqlite3.connect(self.ledger_path.resolve().as_uri() + "?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT quantity FROM fills WHERE trade_id = ?", (fill.trade_id,)).fetchone()
+        assert row is not None and Decimal(row[0]) == fill.quantity, f"fill {fill.trade_id} applied before its commit"
+        super().on_fill(portfolio, fill)
+        self.applied.setdefault(fill.symbol, asyncio.Event()).set()
+
+    async def until_applied(self, symbol: str) -> None:
+        await asyncio.wait_for(self.applied.setdefault(symbol, asyncio.Event()).wait(), 10)
+
+
+@pytest_asyncio.fixture
+async def spread_ledger(tmp_path: Path) -> AsyncIterator[WatchedLedger]:
+    ledger = await open_ledger(tmp_path / "keel.sqlite", SPREAD)
+    yield ledger
+    await ledger.close()
+
+
+@pytest.mark.asyncio
+async def test_a_slow_leg_never_holds_back_the_fills_of_the_others(spread_ledger: WatchedLedger) -> None:
+    venue = SlowVenue(balances=SPREAD)
+    book = CommittedBook(SPREAD, spread_ledger.path)
+    actor = make_actor(venue, spread_ledger, book, FakeTime())
+    intent = make_intent(1, sell("ETH-USDT", "0.5"), sell("SOL-USDT", "5"), buy("BTC-USDT", "1500"))
+    venue.held["SOL-USDT"] = asyncio.Event()
+    async with running(actor):
+        actor.tell(ExecuteIntent(intent))
+        await book.until_applied("ETH-USDT")  # committed and applied while the SOL order is still at the door
+        assert [f.symbol for f in book.fills] == ["ETH-USDT"] and [o.symbol for o in venue.placed] == ["ETH-USDT"]
+        record = await spread_ledger.order(client_order_id(intent.id, 1))
+        assert record is not None and record.status == "pending"
+        venue.held["SOL-USDT"].set()
+        assert await book.outcome(intent) == "complete"
+    assert [f.symbol for f in book.fills] == ["ETH-USDT", "SOL-USDT", "BTC-USDT"]
+    assert [o.status for o in await spread_ledger.orders_of_intent(intent.id)] == ["filled"] * 3
+    assert_consistent(book, await spread_ledger.holdings(P), await venue.balances())
+
+
+@pytest.mark.asyncio
+async def test_a_report_the_ledger_refuses_fails_only_its_own_leg(spread_ledger: WatchedLedger) -> None:
+    venue = SlowVenue(balances=SPREAD)
+    venue.wrong_side.add("SOL-USDT")
+    book, sensor = CommittedBook(SPREAD, spread_ledger.path), RecordingSensor()
+    actor = make_actor(venue, spread_ledger, book, FakeTime(), sensor=sensor)
+    intent = make_intent(1, sell("ETH-USDT", "0.5"), sell("SOL-USDT", "5"))
+    async with running(actor):
+        actor.tell(ExecuteIntent(intent))
+        assert await book.outcome(intent) == "partial"
+    eth, sol = await spread_ledger.orders_of_intent(intent.id)
+    assert (eth.status, sol.status) == ("filled", "unknown") and "bad report" in (sol.error or "")
+    assert [f.symbol for f in book.fills] == ["ETH-USDT"]
+    assert [r.fill.symbol for r in await spread_ledger.fills(P)] == ["ETH-USDT"]
+    assert ("bad_answer",) in sensor.of("error")
+    # the request with both reports was refused; then the good one was committed on its own
+    reports = [op for op in spread_ledger.ops if isinstance(op, PutOrderReport)]
+    assert [op.report.symbol for op in reports] == ["ETH-USDT"]
+
+
+@pytest.mark.asyncio
+async def test_an_order_accepted_but_not_yet_filled_is_polled_until_it_fills(spread_ledger: WatchedLedger) -> None:
+    venue = SlowVenue(balances=SPREAD)
+    venue.first_answer_new.add("SOL-USDT")
+    clock, book, sensor = FakeTime(), CommittedBook(SPREAD, spread_ledger.path), RecordingSensor()
+    actor = make_actor(venue, spread_ledger, book, clock, sensor=sensor)
+    intent = make_intent(1, sell("ETH-USDT", "0.5"), sell("SOL-USDT", "5"), buy("BTC-USDT", "1500"))
+    async with running(actor):
+        actor.tell(ExecuteIntent(intent))
+        assert await book.outcome(intent) == "complete"
+    assert [f.symbol for f in book.fills] == ["ETH-USDT", "SOL-USDT", "BTC-USDT"]
+    assert clock.sleeps, "the SOL order was polled"
+    assert sensor.of("order").count(("SOL-USDT", "sell", "filled")) == 1
+    assert [o.status for o in await spread_ledger.orders_of_intent(intent.id)] == ["filled"] * 3
+    assert_consistent(book, await spread_ledger.holdings(P), await venue.balances())
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("venue_kind", [RecordingVenue, SlowVenue], ids=["answers_at_once", "concurrent"])
+async def test_the_outcome_is_committed_with_the_last_fills(spread_ledger: WatchedLedger,
+                                                             venue_kind: type[RecordingVenue]) -> None:
+    venue = venue_kind(balances=SPREAD)
+    book = CommittedBook(SPREAD, spread_ledger.path)
+    actor = make_actor(venue, spread_ledger, book, FakeTime())
+    intent = make_intent(1, sell("ETH-USDT", "0.5"), buy("BTC-USDT", "700"), buy("SOL-USDT", "200"))
+    async with running(actor):
+        actor.tell(ExecuteIntent(intent))
+        assert await book.outcome(intent) == "complete"
+    *reports, done = spread_ledger.committed[-1]
+    assert done == SetIntentStatus(intent.id, "complete")
+    assert [op.report.symbol for op in reports if isinstance(op, PutOrderReport)] == ["BTC-USDT", "SOL-USDT"]
+    assert sum(isinstance(op, SetIntentStatus) for op in spread_ledger.ops) == 1
+    assert await status(spread_ledger, intent) == "complete"
 
 
 # ccxt venue against the fake Binance ----------------------------------------------------------------

@@ -87,3 +87,12 @@ async def test_journal_keeps_orders_and_balances_across_a_restart(tmp_path: Path
     finally:
         await second.close()
         await first.close()
+
+
+@pytest.mark.asyncio
+async def test_only_a_venue_without_latency_or_journal_answers_at_once(tmp_path: Path) -> None:
+    assert make_venue().answers_at_once
+    assert not make_venue(latency_ms=5).answers_at_once
+    journaled = make_venue(journal=tmp_path / "paper.sqlite")
+    assert not journaled.answers_at_once
+    await journaled.close()
