@@ -2,7 +2,9 @@
 
 With a `journal` it keeps its own durable record (a separate SQLite file, committed before it answers)
 of orders, fills and balances, so after the service is killed and restarted `fetch_order` still knows
-what this "exchange" did.
+what this "exchange" did. Memory holds only the most recent `memory_orders` reports (a paper portfolio
+runs for months); with a journal, older ones are read back from it and its primary key refuses a
+reused client order id however old.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from ops.venues.base import (
 )
 
 log = logging.getLogger(__name__)
+MEMORY_ORDERS = 10_000  # order reports kept in memory (the journal keeps every one)
 
 _JOURNAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders(client_order_id TEXT PRIMARY KEY, report TEXT NOT NULL) STRICT;
@@ -72,6 +75,7 @@ class PaperVenue:
         balances: Mapping[str, Decimal] | None = None,
         default_rules: SymbolRules | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        memory_orders: int = MEMORY_ORDERS,
     ) -> None:
         if not Decimal(0) <= fee_rate < 1 or slippage_bps < 0 or not latency_ms >= 0:
             raise ValueError(f"paper venue: fee_rate {fee_rate}, slippage_bps {slippage_bps}, latency_ms {latency_ms}")
@@ -83,7 +87,8 @@ class PaperVenue:
         self._latency_secs = latency_ms / 1000
         self._clock_ns = clock_ns
         self._quotes: dict[str, str] = {}
-        self._orders: dict[str, OrderReport] = {}
+        self._orders: dict[str, OrderReport] = {}  # the most recent reports, oldest first
+        self._memory_orders = max(1, memory_orders)
         self._balances: dict[str, Decimal] | None = None if balances is None else dict(balances)
         self._journal: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -104,7 +109,8 @@ class PaperVenue:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.executescript(_JOURNAL_SCHEMA)
-        for (text,) in conn.execute("SELECT report FROM orders ORDER BY rowid"):
+        rows = conn.execute("SELECT report FROM orders ORDER BY rowid DESC LIMIT ?", (self._memory_orders,))
+        for (text,) in reversed(rows.fetchall()):
             report = _report_from_json(text)
             self._orders[report.client_order_id] = report
         saved = {asset: Decimal(amount) for asset, amount in conn.execute("SELECT asset, amount FROM balances")}
@@ -117,7 +123,8 @@ class PaperVenue:
                                  [(a, format(v, "f")) for a, v in self._balances.items()])
         self._journal = conn
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-paper-journal")
-        log.info("paper venue journal %s: %d orders known", path, len(self._orders))
+        known = conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
+        log.info("paper venue journal %s: %d orders known (%d in memory)", path, known, len(self._orders))
 
     async def load_rules(self, symbols: list[str]) -> dict[str, SymbolRules]:
         """Step size and minimum notional per symbol; ValueError for a symbol this venue does not list."""
@@ -150,10 +157,16 @@ class PaperVenue:
             try:
                 await asyncio.get_running_loop().run_in_executor(
                     self._executor, _write_journal, self._journal, report, balances)
+            except sqlite3.IntegrityError as exc:  # an old order (no longer in memory) had this id
+                del self._orders[cid]
+                self._give_back(deltas)
+                raise OrderRejected(f"paper: duplicate client order id {cid}") from exc
             except sqlite3.Error as exc:
                 del self._orders[cid]
                 self._give_back(deltas)
                 raise VenueUnavailable(f"paper: journal write failed, order {cid} not placed: {exc}") from exc
+        if len(self._orders) > self._memory_orders:
+            del self._orders[next(iter(self._orders))]
         if log.isEnabledFor(logging.DEBUG):
             log.debug("paper order %s %s %s %s at %s", cid, order.side.value, fill.quantity, symbol, fill.price)
         return report
@@ -161,6 +174,9 @@ class PaperVenue:
     async def fetch_order(self, client_order_id: str, symbol: str) -> OrderReport | None:
         """The order's report; None when this venue never accepted it (in that symbol)."""
         report = self._orders.get(client_order_id)
+        if report is None and self._journal is not None:
+            report = await asyncio.get_running_loop().run_in_executor(
+                self._executor, _read_journal, self._journal, client_order_id)
         return report if report is not None and report.symbol == symbol else None
 
     async def cancel_order(self, client_order_id: str, symbol: str) -> OrderReport | None:
@@ -212,6 +228,12 @@ class PaperVenue:
         if self._balances is not None:
             for asset, delta in deltas.items():
                 self._balances[asset] -= delta
+
+
+def _read_journal(conn: sqlite3.Connection, client_order_id: str) -> OrderReport | None:
+    """An order's report from the journal, or None."""
+    row = conn.execute("SELECT report FROM orders WHERE client_order_id = ?", (client_order_id,)).fetchone()
+    return None if row is None else _report_from_json(row[0])
 
 
 def _write_journal(conn: sqlite3.Connection, report: OrderReport, balances: list[tuple[str, str]] | None) -> None:

@@ -96,3 +96,37 @@ async def test_only_a_venue_without_latency_or_journal_answers_at_once(tmp_path:
     journaled = make_venue(journal=tmp_path / "paper.sqlite")
     assert not journaled.answers_at_once
     await journaled.close()
+
+
+@pytest.mark.asyncio
+async def test_memory_keeps_only_recent_orders_and_the_journal_answers_for_the_rest(tmp_path: Path) -> None:
+    journal = tmp_path / "paper.sqlite"
+    venue = make_venue(journal=journal, balances={"USDT": Decimal("50000")}, memory_orders=3)
+    reports = [await venue.place_order(order(f"k{k:020d}", Side.BUY, "0", quote="100")) for k in range(6)]
+    assert repr(venue).endswith("orders=3)")  # memory is bounded
+    for r in reports:  # the oldest three come back from the journal, the same reports
+        assert await venue.fetch_order(r.client_order_id, "BTC-USDT") == r
+    assert await venue.fetch_order(reports[0].client_order_id, "ETH-USDT") is None
+    assert await venue.fetch_order("k-never-placed", "BTC-USDT") is None
+    balances = await venue.balances()
+    with pytest.raises(OrderRejected, match="duplicate"):  # an id older than memory is still refused, at no cost
+        await venue.place_order(order(reports[0].client_order_id, Side.BUY, "0", quote="100"))
+    assert await venue.balances() == balances and repr(venue).endswith("orders=3)")
+    restarted = make_venue(journal=journal, memory_orders=2)
+    try:
+        assert repr(restarted).endswith("orders=2)")  # a restart loads only the most recent reports
+        assert await restarted.fetch_order(reports[0].client_order_id, "BTC-USDT") == reports[0]
+        assert await restarted.balances() == balances
+    finally:
+        await restarted.close()
+        await venue.close()
+
+
+@pytest.mark.asyncio
+async def test_without_a_journal_memory_is_bounded_too() -> None:
+    venue = make_venue(memory_orders=2)
+    placed = [await venue.place_order(order(f"k{k:020d}", Side.SELL, "0.001")) for k in range(4)]
+    assert repr(venue).endswith("orders=2)")
+    assert await venue.fetch_order(placed[-1].client_order_id, "BTC-USDT") == placed[-1]
+    assert await venue.fetch_order(placed[0].client_order_id, "BTC-USDT") is None  # forgotten: no durable record
+    await venue.close()
