@@ -4,7 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from engine.planner import dec, floor_step
-from engine.types import Fill, Order, Side, SymbolRules
+from engine.types import Fill, Order, Side, SymbolRules, new_fill
 
 BPS = Decimal(10000)
 
@@ -40,15 +40,7 @@ def paper_fill(
     notional = qty * price
     if notional < rules.min_notional:
         return None
-    return Fill(
-        trade_id=trade_id,
-        client_order_id=order.client_order_id,
-        symbol=order.symbol,
-        side=order.side,
-        quantity=qty,
-        price=price,
-        fee=notional * fee_rate,
-        fee_asset=quote,
-        ts_ns=ts_ns,
-        order_id=f"p{trade_id}",
-    )
+    fill: Fill = new_fill(  # Fill(...) with every field in order, minus the per-field setattr
+        trade_id, order.client_order_id, order.symbol, order.side, qty, price, notional * fee_rate, quote, ts_ns,
+        f"p{trade_id}")
+    return fill

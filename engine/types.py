@@ -174,3 +174,4 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
 new_tick = fast_constructor(Tick)
 new_leg = fast_constructor(Leg)
 new_intent = fast_constructor(Intent)
+new_fill = fast_constructor(Fill)

@@ -30,3 +30,12 @@ def test_the_engine_builds_intents_positionally_in_this_field_order() -> None:
     assert [f.name for f in fields(Intent)] == [  # engine.Engine._fire passes them in this order
         "id", "portfolio", "ts_ns", "reason", "drift", "prices", "weights", "legs", "expected_residual_drift",
         "observe", "quote_reserve"]
+
+
+def test_paper_fills_pass_the_fill_fields_in_this_order() -> None:
+    from dataclasses import fields
+
+    from engine.types import Fill
+
+    assert [f.name for f in fields(Fill)] == [  # engine.paper.paper_fill passes them in this order
+        "trade_id", "client_order_id", "symbol", "side", "quantity", "price", "fee", "fee_asset", "ts_ns", "order_id"]
