@@ -4,12 +4,14 @@ cryptofeed's own reconnect backoff doubles without a cap, its feed dies silently
 watchdog never notices a feed that is silent from the start. So each feed is built with `retries=0` and no
 watchdog, and this adapter rebuilds it (capped, jittered backoff) when its connection drops, its task ends
 or no frame arrived for `stale_secs`. Symbols are seeded from an exchange-info document, so building a
-feed never calls a real exchange's REST API.
+feed never calls a real exchange's REST API. After each rebuild the C heap's free pages go back to the OS
+(`release_freed_memory`): see there why.
 """
 from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import json
 import logging
 import math
@@ -156,6 +158,7 @@ class CryptofeedSource:
             log.warning("%s feed: reconnecting in %.2f s (attempt %d since the last data)",
                         self.exchange, delay, failures + 1)
             await asyncio.sleep(delay)
+            release_freed_memory()
             self.reconnects += 1
             if self.on_reconnect is not None:
                 self.on_reconnect()
@@ -322,6 +325,34 @@ def _forget_connections(fh: FeedHandler) -> None:
             conns.append(http)
         for conn in conns:
             atexit.unregister(conn.__del__)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library has none (musl, macOS)."""
+    try:
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+# Why trim after each rebuild: not a leak of objects (N rebuilds leave no Python object behind), but every
+# TLS connection allocates large buffers (uvloop's 256 KiB read buffer, on both ends when the simulator is
+# embedded) and glibc's mmap threshold rises to the largest block ever freed (the embedded simulator's numpy
+# chunks, 600 KB at 5,000 ticks/s), so those buffers come from the heap, and once freed between live blocks
+# they stay resident. Measured (scratch driver, 100 rebuilds at 5,000 frames/s, simulator in-process): RSS
+# grew 8-9 MB while malloc's in-use bytes stayed flat; with a trim after each rebuild, or with the mmap
+# threshold pinned at 128 KiB, RSS stayed within 0.3 MB.
+def release_freed_memory() -> bool:
+    """Give the C heap's free pages back to the OS (glibc; a no-op elsewhere); True if any were released."""
+    if _malloc_trim is None:
+        return False
+    return bool(_malloc_trim(0))
 
 
 _CONTROL_EVENTS = frozenset({"heartbeat", "systemStatus", "pong"})
