@@ -16,7 +16,7 @@ from engine.book import PriceBook
 from engine.clock import Clock, TimerHandle
 from engine.execution import fill_deltas, intent_id
 from engine.planner import plan_rebalance
-from engine.portfolio import Portfolio
+from engine.portfolio import Portfolio, drift_of
 from engine.sensor import NULL_SENSOR, Sensor
 from engine.spec import PortfolioSpec
 from engine.trigger import Action, Trigger, TriggerState
@@ -324,7 +324,7 @@ class Engine:
                 rt.hodl = dict(p.holdings)
             return None
         rt.intents += 1
-        drift = _drift_of(weights, targets, spec.relative_drift)
+        drift = drift_of(weights, targets, spec.relative_drift)
         intent: Intent = new_intent(  # Intent(...) with every field, in order, minus the per-field setattr
             intent_id(spec.name, rt.intents, now_ns),  # id
             spec.name,  # portfolio
@@ -447,10 +447,3 @@ class Engine:
             else:
                 total += float(qty) * self.book.mid[self.book.index(f"{asset}-{rt.spec.quote}")]
         return total
-
-
-def _drift_of(weights: dict[str, float], targets: dict[str, float], relative: bool) -> float:
-    """`Portfolio.drift` from weights already computed (the same arithmetic: max |w - t|, or / t)."""
-    if relative:
-        return max((abs(weights[a] - t) / t for a, t in targets.items()), default=0.0)
-    return max((abs(weights[a] - t) for a, t in targets.items()), default=0.0)

@@ -211,3 +211,10 @@ class Portfolio:
     def inside_box(self, k: int, mid: float) -> bool:
         """True when coin k's price is inside its box (no check needed)."""
         return self.box_lo[k] <= mid <= self.box_hi[k]
+
+
+def drift_of(weights: Mapping[str, float], targets: Mapping[str, float], relative: bool) -> float:
+    """`Portfolio.drift` from weights already computed (the same arithmetic: max |w - t|, or / t)."""
+    if relative:
+        return max((abs(weights[a] - t) / t for a, t in targets.items()), default=0.0)
+    return max((abs(weights[a] - t) for a, t in targets.items()), default=0.0)
