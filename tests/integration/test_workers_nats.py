@@ -284,7 +284,7 @@ async def test_a_takeover_resumes_the_window_a_quiet_check_started(
     await nc.flush()
     stop = asyncio.Event()
     task = asyncio.create_task(run_worker(nats_jetstream.url, "w0", file, tmp_path / "ledger", partitions=4,
-                                          lease_secs=LEASE_SECS, stop=stop))
+                                          lease_secs=10.0, stop=stop))  # no lease lapse on a loaded machine
 
     async def owns() -> bool:
         return part in (await heartbeats(js)).get("w0", {}).get("active", [])
@@ -295,13 +295,18 @@ async def test_a_takeover_resumes_the_window_a_quiet_check_started(
     async def fired() -> bool:
         return bool(await intents())
 
-    await wait_until(owns, 20, "the partition active")
     window_end = T0 + SEC + 600 * SEC
-    await nc.publish(CLOCK, clock_body(2, window_end))  # the window closes: the re-check fires
-    await nc.flush()
-    await wait_until(fired, 20, "the intent at the window's end")
-    stop.set()
-    await task
+    try:
+        await wait_until(owns, 20, "the partition active")
+        await nc.publish(CLOCK, clock_body(2, window_end))  # the window closes: the re-check fires
+        await nc.flush()
+        await wait_until(fired, 20, "the intent at the window's end")
+    finally:
+        stop.set()
+        done, _ = await asyncio.wait({task}, timeout=30)  # a clean stop; a crash stop if that stalls
+        if not done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
     (intent,) = await intents()
     assert intent["ts_ns"] == window_end  # not the takeover's time: the quiet check's window was resumed
     history = await PartitionRecord(js, tmp_path / "check").read(part)
