@@ -27,6 +27,7 @@ from ops.worker_wire import LEASE_BUCKET, WORKER_BUCKET, lease_key
 log = logging.getLogger(__name__)
 TRUST_FRACTION = 0.75
 CONCURRENCY = 64
+WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream error codes for an expected-last-sequence mismatch
 
 
 class Leases:
@@ -170,8 +171,15 @@ class Leases:
             if rev is not None:
                 try:
                     await self.leases.delete(lease_key(part), last=rev)
-                except nats.js.errors.KeyWrongLastSequenceError:
+                except nats.js.errors.APIError as err:
+                    # nats-py's delete does not turn "wrong last sequence" into KeyWrongLastSequenceError
+                    # (update does): the lease moved on, another worker holds it or it expired
+                    if err.err_code not in WRONG_LAST_SEQUENCE:
+                        raise
                     log.warning("%s: lease on partition %d was already lost", self.worker_id, part)
+                except nats.errors.TimeoutError:
+                    log.warning("%s: releasing partition %d timed out; the lease expires on its own",
+                                self.worker_id, part)
 
         async with self._mutex:
             await _bounded(one(p) for p in list(parts))

@@ -21,14 +21,16 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import nats
 import pytest
+import pytest_asyncio
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -324,6 +326,16 @@ def nats_jetstream() -> Iterator[RunningService]:
     """A nats-server with JetStream for one test."""
     with nats_server(jetstream=True) as svc:
         yield svc
+
+
+@pytest_asyncio.fixture
+async def nats_client(nats_jetstream: RunningService) -> AsyncIterator[nats.NATS]:
+    """A client of `nats_jetstream`, closed after the test even when it fails (no socket left to the next test)."""
+    nc = await nats.connect(nats_jetstream.url)
+    try:
+        yield nc
+    finally:
+        await nc.close()
 
 
 async def prometheus_query(http: aiohttp.ClientSession, prom: RunningService, expr: str) -> list[dict[str, Any]]:

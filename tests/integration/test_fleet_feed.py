@@ -21,7 +21,7 @@ from ops.worker import run_worker
 from ops.worker_record import PartitionRecord, read_subject
 from ops.worker_wire import CLOCK, INTENT_STREAM, INTENTS, TICKS, partition_of, write_portfolios
 from tests.builders import SEC
-from tests.integration.services import RunningService, nats_jetstream  # noqa: F401 (fixture)
+from tests.integration.services import RunningService, nats_client, nats_jetstream  # noqa: F401 (fixtures)
 from tests.integration.test_workers_nats import heartbeats, pair_portfolio, wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(120)]
@@ -35,13 +35,13 @@ def tick(symbol: str, bid: float, ask: float) -> Tick:
 
 @pytest.mark.asyncio
 async def test_ticks_from_the_simulator_reach_a_worker_through_nats_and_it_trades_on_them(
-    nats_jetstream: RunningService, tmp_path: Path,  # noqa: F811
+    nats_jetstream: RunningService, nats_client: nats.NATS, tmp_path: Path,  # noqa: F811
 ) -> None:
     Symbols.clear()
     _, file = pair_portfolio("solo", tmp_path)
     assert fleet_symbols(file) == SYMBOLS
     part = partition_of("solo", 4)
-    nc = await nats.connect(nats_jetstream.url)
+    nc = nats_client
     js = nc.jetstream()
     seen: list[tuple[str, list[float]]] = []
     arrived = asyncio.Event()
@@ -101,14 +101,13 @@ async def test_ticks_from_the_simulator_reach_a_worker_through_nats_and_it_trade
     assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)  # one numbered order
     assert times == sorted(times)  # never backwards
     assert intent["ts_ns"] == ticks[-1][3]  # the worker decided on the publisher's time for that tick
-    await nc.close()
 
 
 @pytest.mark.asyncio
 async def test_the_publisher_counts_and_drops_bad_prices_and_keeps_time_from_going_back(
-    nats_jetstream: RunningService,  # noqa: F811
+    nats_jetstream: RunningService, nats_client: nats.NATS,  # noqa: F811
 ) -> None:
-    nc = await nats.connect(nats_jetstream.url)
+    nc = nats_client
     got: list[list[float]] = []
     three = asyncio.Event()
 
@@ -130,17 +129,16 @@ async def test_the_publisher_counts_and_drops_bad_prices_and_keeps_time_from_goi
     assert [(b[1], b[2]) for b in got] == [(10.0, 10.5), (11.0, 11.0), (12.0, 12.0)]
     assert [b[3] for b in got] == [t, t, t + SEC]  # a tick received "before" the last one keeps the last time
     assert publisher.dropped == {"bad_price": 3, "crossed": 1}
-    await nc.close()
 
 
 @pytest.mark.asyncio
 async def test_keel_fleet_feed_publishes_the_portfolios_symbols_from_the_simulator_until_sigterm(
-    nats_jetstream: RunningService, tmp_path: Path,  # noqa: F811
+    nats_jetstream: RunningService, nats_client: nats.NATS, tmp_path: Path,  # noqa: F811
 ) -> None:
     file = tmp_path / "portfolios.jsonl"
     write_portfolios(file, [FleetPortfolio("a", {"BTC": 0.5, "SOL": 0.5}, {"BTC": 0.05, "SOL": 0.05}, {}, SEC),
                             FleetPortfolio("b", {"ETH": 0.7, "USDT": 0.3}, {"ETH": 0.05, "USDT": 0.05}, {}, SEC)])
-    nc = await nats.connect(nats_jetstream.url)
+    nc = nats_client
     subjects: set[str] = set()
     every = asyncio.Event()
 
@@ -161,4 +159,3 @@ async def test_keel_fleet_feed_publishes_the_portfolios_symbols_from_the_simulat
     assert subjects == {f"{TICKS}.BTC-USDT", f"{TICKS}.ETH-USDT", f"{TICKS}.SOL-USDT", CLOCK}
     assert proc.returncode == 0, err.decode()[-2000:]
     assert out.decode().startswith("published ")
-    await nc.close()

@@ -36,7 +36,7 @@ from ops.worker_wire import (
     write_portfolios,
 )
 from tests.builders import SEC, T0
-from tests.integration.services import RunningService, nats_jetstream  # noqa: F401 (fixture)
+from tests.integration.services import RunningService, nats_client, nats_jetstream  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]
 COINS = ["BTC", "ETH", "SOL", "XRP", "ADA"]
@@ -142,7 +142,7 @@ async def publish(nc: nats.NATS, ticks: list[tuple[str, float, float, int]], fir
 
 @pytest.mark.asyncio
 async def test_three_workers_share_partitions_survive_a_kill_and_record_the_single_process_fills(
-    nats_jetstream: RunningService, tmp_path: Path,  # noqa: F811
+    nats_jetstream: RunningService, nats_client: nats.NATS, tmp_path: Path,  # noqa: F811
 ) -> None:
     rng = random.Random(11)
     portfolios = make_portfolios(150, rng)
@@ -154,7 +154,7 @@ async def test_three_workers_share_partitions_survive_a_kill_and_record_the_sing
     all_intents, all_fills = single_process(portfolios, ticks)
     assert len(phase1_intents) >= 5 and len(all_intents) > len(phase1_intents)  # the market does trade
 
-    nc = await nats.connect(nats_jetstream.url)
+    nc = nats_client
     js = nc.jetstream()
     await ensure_streams(js)
     stops = {w: asyncio.Event() for w in ("w1", "w2", "w3")}
@@ -220,12 +220,11 @@ async def test_three_workers_share_partitions_survive_a_kill_and_record_the_sing
         with contextlib.closing(sqlite3.connect(db_file)) as db:
             mirrored += db.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
     assert mirrored == len(all_fills)
-    await nc.close()
 
 
 @pytest.mark.asyncio
 async def test_an_intent_cut_short_by_a_crash_is_finished_once_by_the_next_owner(
-    nats_jetstream: RunningService, tmp_path: Path,  # noqa: F811
+    nats_jetstream: RunningService, nats_client: nats.NATS, tmp_path: Path,  # noqa: F811
 ) -> None:
     portfolio, file = pair_portfolio("solo", tmp_path)
     fleet = Fleet.load([portfolio], fee_rate=FEE, prices=np.array([50.0, 50.0]), now_ns=T0)
@@ -234,7 +233,7 @@ async def test_an_intent_cut_short_by_a_crash_is_finished_once_by_the_next_owner
     assert len(fills) == 2
     part = partition_of("solo", 4)
 
-    nc = await nats.connect(nats_jetstream.url)
+    nc = nats_client
     js = nc.jetstream()
     await ensure_streams(js)
     record = PartitionRecord(js, tmp_path / "crashed")
@@ -265,17 +264,16 @@ async def test_an_intent_cut_short_by_a_crash_is_finished_once_by_the_next_owner
     assert history.done == {intent.id} and history.pending() == []
     raw = [orjson.loads(b) for b in await read_subject(js, FILL_STREAM, f"{FILLS}.{part}")]
     assert len(raw) == 3  # two fills and one done marker: nothing stored twice
-    await nc.close()
 
 
 @pytest.mark.asyncio
 async def test_a_takeover_resumes_the_window_a_quiet_check_started(
-    nats_jetstream: RunningService, tmp_path: Path,  # noqa: F811
+    nats_jetstream: RunningService, nats_client: nats.NATS, tmp_path: Path,  # noqa: F811
 ) -> None:
     """A check that found nothing to trade started a window: the next owner waits for its end, not for nothing."""
     _, file = pair_portfolio("quiet", tmp_path)
     part = partition_of("quiet", 4)
-    nc = await nats.connect(nats_jetstream.url)
+    nc = nats_client
     js = nc.jetstream()
     await ensure_streams(js)
     await PartitionRecord(js, tmp_path / "crashed").add_check(part, "quiet", T0 + SEC)  # the dead owner's check
@@ -311,4 +309,3 @@ async def test_a_takeover_resumes_the_window_a_quiet_check_started(
     assert intent["ts_ns"] == window_end  # not the takeover's time: the quiet check's window was resumed
     history = await PartitionRecord(js, tmp_path / "check").read(part)
     assert history.window_from() == {"quiet": window_end}
-    await nc.close()
