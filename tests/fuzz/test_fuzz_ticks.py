@@ -12,7 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +22,6 @@ from engine.book import MAX_PRICE, MIN_PRICE, PriceBook
 from engine.clock import ReplayClock
 from engine.columns import TickColumns
 from engine.engine import Engine
-from engine.portfolio import InvariantError
 from engine.replay import ColumnarReplay
 from engine.runner import ListSink, PaperExecutor, run_per_tick
 from engine.types import Intent, Tick

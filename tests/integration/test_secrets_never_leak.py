@@ -119,7 +119,7 @@ async def test_keys_never_reach_logs_metrics_mqtt_or_the_ledger(
         await fake.stop()
     assert b"keel_portfolio_value_quote" in metrics and messages
     logs = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
-    files = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    files = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())  # noqa: ASYNC240 (after the service stopped)
     for secret in (KEY, SECRET, MQTT_PASSWORD):
         assert secret not in logs
         assert secret.encode() not in metrics

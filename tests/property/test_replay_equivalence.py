@@ -92,7 +92,7 @@ def scenario(draw):
         raw.append(draw(st.integers(1, 5)))
     names = coins + (["USDT"] if sleeve else [])
     total = sum(raw)
-    targets = {c: r / total for c, r in zip(names, raw)}
+    targets = {c: r / total for c, r in zip(names, raw, strict=True)}
     fix = 1.0 - sum(targets.values())
     targets[names[0]] += fix
     mode = draw(st.sampled_from(["threshold", "threshold", "hybrid", "calendar", "observe"]))
@@ -141,4 +141,4 @@ def test_the_scenarios_do_trade():
                          thresholds={"BTC": 0.02, "ETH": 0.02}, window_ns=10 * SEC)
     (_, a, _, _), (_, b, _, _), (_, c, _, _) = run_all(cols, [spec], 0.0, 0)
     assert len(c.intents) > 5
-    assert a.intents == c.intents
+    assert a.intents == b.intents == c.intents

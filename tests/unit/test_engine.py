@@ -132,7 +132,7 @@ def test_ticks_sharing_a_timestamp_are_evaluated_once():
 
 
 def test_terminate_sells_everything_to_the_quote():
-    engine, clock, sink, ex = make_engine(make_spec(fee_rate="0.001"))
+    engine, clock, _sink, ex = make_engine(make_spec(fee_rate="0.001"))
     feed(engine, clock, ex, [make_tick("BTC-USDT", 100, T0), make_tick("ETH-USDT", 100, T0)])
     intent = engine.request_rebalance("core", Reason.TERMINATE)
     ex.execute(engine.take_intents())
