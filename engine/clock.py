@@ -71,16 +71,20 @@ class ReplayClock:
             heapq.heappop(heap)
         return heap[0].ts_ns if heap else None
 
-    def advance_to(self, ts_ns: int) -> None:
-        """Fire every timer due up to `ts_ns` in time order, then move time to `ts_ns`."""
+    def advance_to(self, ts_ns: int) -> int:
+        """Fire every timer due up to `ts_ns` in time order, then move time to `ts_ns`; returns how many
+        timers left the heap (fired or cancelled ones)."""
         if ts_ns < self._now:
             raise TimeWentBackwards(f"clock asked to go back from {self._now} to {ts_ns}")
         heap = self._heap
+        popped = 0
         while heap and heap[0].ts_ns <= ts_ns:
             handle = heapq.heappop(heap)
+            popped += 1
             if handle.cancelled:
                 continue
             if handle.ts_ns > self._now:
                 self._now = handle.ts_ns
             handle.callback(handle.ts_ns)
         self._now = ts_ns
+        return popped

@@ -92,20 +92,24 @@ class LiveDriver:
             self.dispatch(intents, self.clock.now_ns())
 
     def on_tick(self, tick: Tick) -> None:
-        """One live tick: move time (timers first), apply, dispatch what was decided."""
+        """One live tick: move time (timers first), apply, dispatch what was decided.
+
+        The loop's wake-up is re-aimed only when timers left the heap here: a timer scheduled while the
+        tick is applied re-aims it itself (`LiveClock.call_at`), and one cancelled leaves a wake-up that
+        finds nothing due and re-aims then."""
         clock = self.clock
         now = clock.now_ns()
-        ts = max(tick.ts_recv_ns, now, self.last_tick_ns + 1)  # strictly increasing: one tick, one group
-        if ts != tick.ts_recv_ns:
+        ts = tick.ts_recv_ns
+        if ts < now or ts <= self.last_tick_ns:  # strictly increasing: one tick, one group
+            ts = max(now, self.last_tick_ns + 1)
             tick = new_tick(tick.symbol, tick.bid, tick.ask, tick.ts_event_ns, ts)
         self.last_tick_ns = ts
-        if ts > now:
-            clock.advance_to(tick.ts_recv_ns)
+        if ts > now and clock.advance_to(ts):
             self._drain_timers()
+            clock.rearm()
         self.ticks += 1
         if self.record is not None:
             self.record(tick)
         intents = self.engine.on_tick(tick)
         if intents:
-            self.dispatch(intents, tick.ts_recv_ns)
-        clock.rearm()
+            self.dispatch(intents, ts)
