@@ -530,10 +530,9 @@ async def test_a_broker_down_at_start_is_retried_without_blocking_and_then_gets_
             bridge = make_bridge(broker.port, outbox)
             async with running(bridge):
                 await bridge.wait_until(lambda: bridge.counters.connect_failures >= 3, WAIT_SECS)
-                # Nothing waits for the broker: the engine's writes to the outbox stay fast during the outage.
-                started = time.monotonic()
+                # Nothing waits for the broker: the engine's writes to the outbox complete during the outage
+                # (the broker comes back only below, so a write that waited for it would never return).
                 sent = await enqueue(outbox, 50, "down")
-                assert time.monotonic() - started < 2.0
                 assert not bridge.connected and bridge.counters.connects == 0
 
                 await asyncio.to_thread(broker.start)
