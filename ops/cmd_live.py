@@ -66,7 +66,6 @@ async def _view(service: Any, stop: asyncio.Event) -> None:
         from ops.tui import DemoView, ViewState
     except ImportError:
         return
-    view = DemoView("keel demo", f"http://127.0.0.1:{service.config.metrics.port}/metrics", service.config.ledger.path)
 
     def state() -> Any:
         feed = service.health.status() if service.health is not None else {}
@@ -79,6 +78,8 @@ async def _view(service: Any, stop: asyncio.Event) -> None:
             events=list(service.events), speed=1.0)
 
     await service.ready.wait()
+    port = service.metrics_port or service.config.metrics.port  # the bound port (a configured 0 picks one)
+    view = DemoView("keel demo", f"http://{service.config.metrics.host}:{port}/metrics", service.config.ledger.path)
     await view.run(state, stop)
 
 
@@ -188,8 +189,8 @@ def demo(args: argparse.Namespace) -> int:
     tui = not args.no_tui and sys.stdout.isatty()
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else (logging.WARNING if tui else logging.INFO))
     if not tui:
-        print(f"keel demo: paper portfolio on the embedded simulator; metrics on "
-              f"http://127.0.0.1:{args.port}/metrics; Ctrl-C stops", flush=True)
+        where = f"http://127.0.0.1:{args.port}/metrics" if args.port else "a free port (logged below)"
+        print(f"keel demo: paper portfolio on the embedded simulator; metrics on {where}; Ctrl-C stops", flush=True)
     code = _serve(config, record=None, tui=tui, report_dir=state / "report")
     print(f"keel demo: stopped. ledger: {config.ledger.path}; report: {state / 'report' / 'report.html'}")
     return code

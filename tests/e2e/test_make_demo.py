@@ -3,6 +3,7 @@ cleanly on Ctrl-C (SIGINT to its process group)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,10 +27,12 @@ def test_make_demo_starts_and_stops(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 120
         running = False
+        logged = []
         while time.monotonic() < deadline:  # the service's own log line says it runs
             line = proc.stderr.readline()
             if not line:
                 break
+            logged.append(line)
             if b"keel running" in line:
                 running = True
                 break
@@ -40,4 +43,7 @@ def test_make_demo_starts_and_stops(tmp_path: Path) -> None:
     # make itself reports the interrupt (GNU make re-raises SIGINT); keel under it stopped cleanly
     assert proc.returncode in (0, -signal.SIGINT)
     assert b"keel demo: stopped" in out
+    # --port 0: the banner does not claim port 0, the log names the port actually bound
+    assert b"metrics on a free port" in out
+    assert any(re.search(rb"metrics on http://127\.0\.0\.1:[1-9][0-9]*/metrics", line) for line in logged), logged
     assert (tmp_path / "demo" / "keel.sqlite").is_file()
