@@ -8,7 +8,7 @@ until `take_intents()`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from functools import partial
 
@@ -66,6 +66,7 @@ class Engine:
         outlier_fraction: float = 0.0,
         stale_ns: int = 0,
         extra_symbols: Iterable[str] = (),
+        on_quiet_check: Callable[[str, Reason, int], None] | None = None,
     ) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
@@ -79,6 +80,7 @@ class Engine:
             symbols.setdefault(s, None)
         self.clock = clock
         self.sensor = sensor
+        self.on_quiet_check = on_quiet_check  # (portfolio, reason, ts_ns) of each check that found nothing to trade
         self.stale_ns = stale_ns
         self.book = PriceBook(list(symbols), outlier_fraction=outlier_fraction, sensor=sensor)
         self.runtimes: dict[str, PortfolioRuntime] = {}
@@ -138,8 +140,7 @@ class Engine:
 
     def take_intents(self) -> list[Intent]:
         """Intents decided since the last call (including those raised by timers)."""
-        out = self._outbox
-        self._outbox = []
+        out, self._outbox = self._outbox, []
         return out
 
     def _evaluate_symbols(self, changed: Iterable[int]) -> None:
@@ -206,8 +207,7 @@ class Engine:
     def _stale(self, rt: PortfolioRuntime, now_ns: int) -> bool:
         if self.stale_ns <= 0:
             return False
-        limit = now_ns - self.stale_ns
-        last = self.book.last_ts
+        limit, last = now_ns - self.stale_ns, self.book.last_ts
         return any(last[s] < limit for s in rt.portfolio.sym if s >= 0)
 
     # timers -----------------------------------------------------------------------------------------
@@ -241,9 +241,7 @@ class Engine:
         self._schedule_calendar(rt, ts)
         if not rt.started or rt.paused or rt.inflight is not None or rt.trigger.in_window(ts):
             return
-        if not rt.portfolio.priced():
-            return
-        if self._stale(rt, ts):
+        if not rt.portfolio.priced() or self._stale(rt, ts):
             return
         drift = max((abs(d) for d in rt.portfolio.deviations().values()), default=0.0)
         if drift >= rt.spec.min_deviation:
@@ -322,6 +320,8 @@ class Engine:
             log.info("%s: %s check found nothing to trade", spec.name, reason.value)
             if reason is Reason.START:
                 rt.hodl = dict(p.holdings)
+            if self.on_quiet_check is not None:  # its window must outlive a restart too
+                self.on_quiet_check(spec.name, reason, now_ns)
             return None
         rt.intents += 1
         drift = drift_of(weights, targets, spec.relative_drift)
@@ -376,8 +376,9 @@ class Engine:
             rt.hodl[asset] = rt.hodl.get(asset, Decimal(0)) + amount
 
     def restore(self, name: str, holdings: dict[str, Decimal], hodl: dict[str, Decimal] | None, *, started: bool,
-                intents: int, last_intent_ns: int | None) -> None:
-        """Start-up from the ledger: its holdings, HODL basket, intent count and the window still running."""
+                intents: int, last_intent_ns: int | None, last_quiet_check_ns: int | None = None) -> None:
+        """Start-up from the ledger: holdings, HODL basket, intent count and the window still running (from the
+        later of the last intent and the last check that found nothing to trade)."""
         rt = self.runtimes[name]
         p = rt.portfolio
         for asset in p.assets:
@@ -385,12 +386,11 @@ class Engine:
         rt.started = started
         rt.hodl = dict(hodl) if hodl else (dict(p.holdings) if started else {})
         rt.intents = intents
-        if last_intent_ns is not None and last_intent_ns >= 0:
-            rt.last_intent_ns = last_intent_ns
-            until = last_intent_ns + rt.spec.window_ns
-            if until > self.clock.now_ns():
-                rt.trigger.fired(last_intent_ns)
-                rt.window_timer = self.clock.call_at(until, partial(self._on_window_end, rt))
+        rt.last_intent_ns = max(rt.last_intent_ns, -1 if last_intent_ns is None else last_intent_ns)
+        since = max(rt.last_intent_ns, -1 if last_quiet_check_ns is None else last_quiet_check_ns)
+        if since >= 0 and since + rt.spec.window_ns > self.clock.now_ns():
+            rt.trigger.fired(since)
+            rt.window_timer = self.clock.call_at(since + rt.spec.window_ns, partial(self._on_window_end, rt))
 
     def pause(self, name: str) -> None:
         """Stop the trigger firing; drift keeps being computed."""

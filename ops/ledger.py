@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from engine.sensor import NULL_SENSOR, Sensor
-from engine.types import Fill, Intent, Order, Transfer
+from engine.types import Fill, Intent, Order, Reason, Transfer
 from ops.ledger_read import (
     OPEN_ORDER_STATUSES,
     DuplicateOrder,
@@ -45,6 +45,7 @@ from ops.ledger_read import (
     q_intent_count,
     q_intents_with_status,
     q_last_intent,
+    q_last_quiet_check,
     q_open_orders,
     q_order,
     q_orders_of_intent,
@@ -61,6 +62,7 @@ from ops.ledger_sync import (
     PutOrders,
     PutOutbox,
     PutPortfolio,
+    PutQuietCheck,
     PutSnapshot,
     PutTransfer,
     SetIntentStatus,
@@ -246,6 +248,11 @@ class Ledger:
         """Record a holdings snapshot (charts only: holdings are always rebuilt from fills)."""
         await self.submit([PutSnapshot(portfolio, ts_ns, dict(holdings))])
 
+    async def record_quiet_checks(self, checks: Iterable[tuple[str, Reason, int]]) -> None:
+        """Record (portfolio, reason, ts_ns) of checks that found nothing to trade, in one request; per portfolio
+        the latest is kept (a restart resumes the window it started)."""
+        await self.submit([PutQuietCheck(name, ts_ns, reason) for name, reason, ts_ns in checks])
+
     async def enqueue_outbox(self, topic: str, payload: bytes) -> int:
         """Queue an event for MQTT; returns its seq."""
         return int((await self.submit([PutOutbox(topic, payload)]))[0])
@@ -306,6 +313,10 @@ class Ledger:
     async def last_intent(self, portfolio: str) -> IntentRecord | None:
         """The latest intent of a portfolio."""
         return await self._read(q_last_intent(portfolio))
+
+    async def last_quiet_check(self, portfolio: str) -> int | None:
+        """The time of the portfolio's last check that found nothing to trade (None if never)."""
+        return await self._read(q_last_quiet_check(portfolio))
 
     async def intent_count(self, portfolio: str) -> int:
         """How many intents a portfolio has."""

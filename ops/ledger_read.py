@@ -21,7 +21,7 @@ from ops.venues.base import TERMINAL
 T = TypeVar("T")
 Row = tuple[Any, ...]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "1"  # tables added later are created IF NOT EXISTS when a writer opens an older file
 INTENT_STATUSES = ("new", "executing", "complete", "partial", "failed", "parked", "superseded", "interrupted",
                    "observed")
 ORDER_STATUSES = ("pending", "new", "partially_filled", "filled", "canceled", "expired", "rejected", "unknown",
@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS outbox(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,
     created_ns INTEGER NOT NULL, published_ns INTEGER) STRICT;
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(seq) WHERE published_ns IS NULL;
+CREATE TABLE IF NOT EXISTS quiet_checks(portfolio TEXT PRIMARY KEY, ts_ns INTEGER NOT NULL, reason TEXT NOT NULL) STRICT;
 """
 
 
@@ -334,6 +335,11 @@ def q_last_intent(portfolio: str) -> Query[IntentRecord | None]:
 def q_intent_count(portfolio: str) -> Query[int]:
     """How many intents a portfolio has (its next seq is this plus one)."""
     return Query("SELECT COUNT(*) FROM intents WHERE portfolio = ?", (portfolio,), lambda rows: int(rows[0][0]))
+
+
+def q_last_quiet_check(portfolio: str) -> Query[int | None]:
+    """The time of a portfolio's last check that found nothing to trade (its window started; None if never)."""
+    return Query("SELECT ts_ns FROM quiet_checks WHERE portfolio = ?", (portfolio,), _scalar)
 
 
 def q_outbox_pending(limit: int) -> Query[list[OutboxEvent]]:

@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.types import Fill, Intent, Order, Transfer, split_symbol
+from engine.types import Fill, Intent, Order, Reason, Transfer, split_symbol
 from ops.ledger_read import (
     INTENT_STATUSES,
     ORDER_STATUSES,
@@ -35,6 +35,7 @@ from ops.venues.base import OrderReport
 
 log = logging.getLogger(__name__)
 _SIDE_TEXT = {"buy": "buy", "sell": "sell"}  # a Side member hashes and compares as its text
+_REASONS = frozenset(r.value for r in Reason)  # a Reason member hashes and compares as its text
 
 _INSERT_PENDING_ORDERS = (
     "INSERT INTO orders(client_order_id, intent_id, portfolio, leg, attempt, symbol, side, quantity,"
@@ -341,6 +342,25 @@ class PutSnapshot:
     def apply(self, cur: sqlite3.Cursor, ctx: WriteContext) -> None:
         cur.execute("INSERT OR REPLACE INTO snapshots(portfolio, ts_ns, holdings) VALUES (?, ?, ?)",
                     (self.portfolio, self.ts_ns, to_json(dict(self.holdings)).decode()))
+
+
+@dataclass(frozen=True, slots=True)
+class PutQuietCheck:
+    """Record a check that found nothing to trade (it started a window); a portfolio keeps only its latest."""
+
+    portfolio: str
+    ts_ns: int
+    reason: Reason
+
+    def apply(self, cur: sqlite3.Cursor, ctx: WriteContext) -> None:
+        ctx.quote_of(cur, self.portfolio)
+        if type(self.ts_ns) is not int or self.ts_ns < 0:
+            raise LedgerInputError(f"quiet check of {self.portfolio}: time {self.ts_ns!r} is not ns since the epoch")
+        if self.reason not in _REASONS:
+            raise LedgerInputError(f"quiet check of {self.portfolio}: {self.reason!r} is not a Reason")
+        cur.execute("INSERT INTO quiet_checks(portfolio, ts_ns, reason) VALUES (?, ?, ?) ON CONFLICT(portfolio)"
+                    " DO UPDATE SET ts_ns = excluded.ts_ns, reason = excluded.reason"
+                    " WHERE excluded.ts_ns > quiet_checks.ts_ns", (self.portfolio, self.ts_ns, str(self.reason)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from engine.types import Fill, Intent, PortfolioSnapshot, Reason, Tick, Transfer
 from ops.actor import ExecutionActor
 from ops.actor_messages import ExecuteIntent, MailboxFull, Reconcile, Stop
 from ops.config import Config
-from ops.ledger import Ledger
+from ops.ledger import Ledger, LedgerError
 from ops.live import LiveClock, LiveDriver
 from ops.specs import portfolio_specs
 
@@ -70,6 +70,8 @@ class Service:
         self.metrics_port: int | None = None
         self.recovery: Any = None
         self.quotes: dict[str, dict[str, tuple[float, float]]] = {}
+        self.quiet_checks: dict[str, tuple[Reason, int]] = {}  # checks that found nothing to trade, not yet recorded
+        self._quiet_checked = asyncio.Event()
 
     # state for views -----------------------------------------------------------------------------
 
@@ -119,25 +121,27 @@ class Service:
             holdings = await ledger.rebuild_holdings(name)
             intents = await ledger.intent_count(name)
             last = await ledger.last_intent(name)
+            quiet = await ledger.last_quiet_check(name)  # a check that found nothing to trade started a window too
             starts = [r for r in await ledger.intents_with_status(
                 "complete", "partial", "interrupted", "parked", "executing", "new", portfolio=name)
                 if r.intent.reason is Reason.START]
-            started = rt.spec.start == "holdings" or bool(starts)
+            started = rt.spec.start == "holdings" or bool(starts) or quiet is not None  # only a started one checks
             hodl = None
-            if starts:
-                hodl = await self._holdings_after(ledger, name, starts[0].intent.id)
+            if starts or (quiet is not None and rt.spec.start == "quote"):  # bought in, or a start with nothing to buy
+                hodl = await self._holdings_after(ledger, name, starts[0].intent.id if starts else None)
             engine.restore(name, holdings, hodl, started=started, intents=intents,
-                           last_intent_ns=last.intent.ts_ns if last is not None else None)
+                           last_intent_ns=last.intent.ts_ns if last is not None else None, last_quiet_check_ns=quiet)
             log.info("%s: restored %s (started=%s, %d intents)", name,
                      {a: str(q) for a, q in holdings.items() if q}, started, intents)
 
-    async def _holdings_after(self, ledger: Ledger, name: str, start_id: str) -> dict[str, Decimal]:
-        """Transfers plus the fills of the start intent: the basket HODL compares against."""
+    async def _holdings_after(self, ledger: Ledger, name: str, start_id: str | None) -> dict[str, Decimal]:
+        """Transfers plus the fills of the start intent (none for a start that found nothing to buy): the basket HODL
+        compares against."""
         from ops.ledger_read import holdings_from
 
         quote = self.engine.runtimes[name].spec.quote if self.engine is not None else "USDT"
         transfers = await ledger.transfers(name)
-        fills = [rec for rec in await ledger.fills(name) if rec.fill.client_order_id[1:17] == start_id]
+        fills = [rec for rec in await ledger.fills(name) if start_id and rec.fill.client_order_id[1:17] == start_id]
         return holdings_from(name, quote, transfers, fills)
 
     def _venue(self, engine: Engine) -> Any:
@@ -219,6 +223,28 @@ class Service:
                 engine.apply_fill(intent.portfolio, fill)
         engine.intent_done(intent.portfolio, intent)
 
+    def on_quiet_check(self, portfolio: str, reason: Reason, ts_ns: int) -> None:
+        """The engine checked and found nothing to trade: its window started, so the ledger must learn of it."""
+        self.quiet_checks[portfolio] = (reason, ts_ns)
+        self._quiet_checked.set()
+
+    async def _record_quiet_checks(self) -> None:
+        """Hand the quiet checks to the ledger as they come (each wake-up one request, in its group commit)."""
+        while True:
+            await self._quiet_checked.wait()
+            self._quiet_checked.clear()
+            await self._flush_quiet_checks()
+
+    async def _flush_quiet_checks(self) -> None:
+        checks, self.quiet_checks = self.quiet_checks, {}
+        if not checks or self.ledger is None or not self.ledger.healthy:
+            return
+        try:
+            await self.ledger.record_quiet_checks((name, reason, ts) for name, (reason, ts) in checks.items())
+        except LedgerError as exc:  # the ledger cannot write: trading halts (a restart may re-check at once)
+            log.error("quiet checks of %s not recorded: %s", ", ".join(checks), exc)
+            self.check_halt()
+
     def check_halt(self) -> str | None:
         """Halt trading (once) when the actor halted or the ledger cannot write; the reason, or None."""
         if self.halted is None:
@@ -272,7 +298,7 @@ class Service:
         self.clock = clock = LiveClock(loop)
         engine = self.engine = Engine(clock, portfolio_specs(config), sensor=self.sensor,
                                       outlier_fraction=config.feed.outlier_fraction,
-                                      stale_ns=int(config.feed.stale_secs * SEC))
+                                      stale_ns=int(config.feed.stale_secs * SEC), on_quiet_check=self.on_quiet_check)
         ledger = self.ledger = await self._open_ledger()
         venue = self._venue(engine)
         try:
@@ -294,6 +320,7 @@ class Service:
             return await self._run_tasks(stop, extra or [])
         finally:
             clock.close()
+            await self._flush_quiet_checks()
             with contextlib.suppress(Exception):
                 await venue.close()
             await ledger.close()
@@ -326,6 +353,7 @@ class Service:
                     actor_task = tg.create_task(actor.run(), name="execution-actor")
                     feed_task = tg.create_task(source.run(on_tick), name="feed")
                     health_task = tg.create_task(health.run(), name="feed-health")
+                    quiet_task = tg.create_task(self._record_quiet_checks(), name="quiet-checks")
                     extra = [*extra, self._reconcile_loop]
                     others = [tg.create_task(fn(), name=getattr(fn, "__name__", "task")) for fn in extra]
                     mqtt = self._mqtt_task(tg)
@@ -338,7 +366,7 @@ class Service:
                     feed_task.cancel()
                     actor.tell(Stop(park=True))
                     await actor_task
-                    for t in [health_task, stop_wait, *others, *([mqtt] if mqtt else [])]:
+                    for t in [health_task, quiet_task, stop_wait, *others, *([mqtt] if mqtt else [])]:
                         t.cancel()
         finally:
             if server is not None:
