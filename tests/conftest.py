@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.register_assert_rewrite("tests.integration.actor_kit")  # its shared checks fail with full detail
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 _real_connect = socket.socket.connect
