@@ -34,7 +34,7 @@ from ops.actor_messages import (
 )
 from ops.actor_orders import BadReport, Unreachable
 from ops.ledger import Ledger, LedgerError, LedgerInputError
-from ops.ledger_sync import PutIntent, SetIntentStatus, WriteOp
+from ops.ledger_ops import PutIntent, SetIntentStatus, WriteOp
 from ops.venues.base import Venue
 
 __all__ = ["ActorCallbackFailed", "ExecuteIntent", "ExecutionActor", "Reconcile", "RecoverySummary", "Stop"]

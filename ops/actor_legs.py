@@ -18,7 +18,7 @@ from engine.types import Fill, Intent, Order, Side
 from ops.actor_messages import LegOutcome, LegProgress, intent_outcome, leg_outcome
 from ops.actor_orders import OrderDesk
 from ops.ledger import DuplicateOrder, LedgerError, LedgerInputError
-from ops.ledger_sync import PutIntent, PutOrderReport, PutOrders, SetIntentStatus, SetOrderStatus, WriteOp
+from ops.ledger_ops import PutIntent, PutOrderReport, PutOrders, SetIntentStatus, SetOrderStatus, WriteOp
 from ops.venues.base import TERMINAL, OrderReport
 
 log = logging.getLogger(__name__)

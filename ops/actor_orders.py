@@ -26,7 +26,7 @@ from ops.actor_messages import (
     refused,
 )
 from ops.ledger import Ledger, LedgerError, LedgerInputError
-from ops.ledger_sync import PutOrderReport, SetOrderStatus, WriteOp
+from ops.ledger_ops import PutOrderReport, SetOrderStatus, WriteOp
 from ops.venues.base import (
     TERMINAL,
     OrderReport,

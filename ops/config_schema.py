@@ -261,6 +261,10 @@ class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     ca_file: Annotated[str | None, _d("CA certificate for TLS (default: the system's)")] = None
     client_id: Annotated[str, _d("MQTT client identifier")] = "keel"
     drift_interval_secs: Annotated[float, _d("how often drift and weights are published", gt=0)] = 1.0
+    outbox_retention_secs: Annotated[
+        float, _d("how long published events stay in the ledger's outbox before they are deleted (unpublished ones"
+                  " never are; fills and intents keep their own tables); 0 = keep them forever", ge=0)
+    ] = 604800.0
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -25,6 +25,23 @@ import aiosqlite
 
 from engine.sensor import NULL_SENSOR, Sensor
 from engine.types import Fill, Intent, Order, Reason, Transfer
+from ops.ledger_ops import (
+    MarkPublished,
+    PruneOutbox,
+    PutFills,
+    PutIntent,
+    PutOrderReport,
+    PutOrders,
+    PutOutbox,
+    PutPortfolio,
+    PutQuietCheck,
+    PutSnapshot,
+    PutTransfer,
+    SetIntentStatus,
+    SetOrderStatus,
+    WriteContext,
+    WriteOp,
+)
 from ops.ledger_read import (
     OPEN_ORDER_STATUSES,
     DuplicateOrder,
@@ -53,22 +70,6 @@ from ops.ledger_read import (
     q_portfolio_quote,
     q_transfers,
     to_json,
-)
-from ops.ledger_sync import (
-    MarkPublished,
-    PutFills,
-    PutIntent,
-    PutOrderReport,
-    PutOrders,
-    PutOutbox,
-    PutPortfolio,
-    PutQuietCheck,
-    PutSnapshot,
-    PutTransfer,
-    SetIntentStatus,
-    SetOrderStatus,
-    WriteContext,
-    WriteOp,
 )
 from ops.venues.base import OrderReport
 
@@ -260,6 +261,14 @@ class Ledger:
     async def mark_published(self, seqs: Iterable[int]) -> int:
         """Mark outbox events as published; returns how many changed."""
         return int((await self.submit([MarkPublished(tuple(seqs))]))[0])
+
+    async def prune_outbox(self, retention_ns: int, batch_rows: int = 1000) -> int:
+        """Delete events published more than `retention_ns` ago, never unpublished ones, `batch_rows` per write
+        request (other writes go between batches); returns how many."""
+        pruned = 0
+        while deleted := int((await self.submit([PruneOutbox(retention_ns, batch_rows)]))[0]):
+            pruned += deleted
+        return pruned
 
     # reads ------------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ Topics under `config.prefix` (default `keel/`):
 - `<portfolio>/state` (retained, QoS 1) and `<portfolio>/drift` (QoS 0): read from `snapshots()` at most
   once per `drift_interval_secs`, published only when they changed;
 - `<portfolio>/intent|fill|alert`, ...: rows of the durable outbox, QoS 1, in outbox order, marked published
-  only after the broker acknowledged them;
+  only after the broker acknowledged them, deleted `outbox_retention_secs` after that (checked every 10 minutes);
 - `<portfolio>/cmd` (in) and `<portfolio>/cmd/result` (out): see ops/mqtt_commands.py.
 
 Nothing here is awaited by the engine: the engine writes to the ledger's outbox and keeps snapshots in memory;
@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import aiomqtt
 import orjson
@@ -43,6 +43,7 @@ OFFLINE = b"offline"
 # status publishes happen while nothing else runs): 10.
 OUTBOX_WINDOW = 8
 OUTBOX_BATCH = 256
+OUTBOX_PRUNE_INTERVAL_SECS = 600.0
 SHUTDOWN_TIMEOUT_SECS = 2.0
 STABLE_SESSION_SECS = 10.0
 CONNECTION_ERRORS = (aiomqtt.MqttError, OSError)  # ssl.SSLError is an OSError
@@ -76,6 +77,15 @@ class Outbox(Protocol):
         ...
 
 
+@runtime_checkable
+class PrunableOutbox(Outbox, Protocol):
+    """An outbox that can delete what was published long ago (ops.ledger.Ledger; a test's fake may not)."""
+
+    async def prune_outbox(self, retention_ns: int) -> int:
+        """Delete rows published more than `retention_ns` ago; how many."""
+        ...
+
+
 def _unpack(row: tuple[int, str, bytes] | OutboxRow) -> tuple[int, str, bytes]:
     if isinstance(row, tuple):
         return row[0], row[1], row[2]
@@ -92,6 +102,7 @@ class MqttCounters:
     published: int = 0
     events_published: int = 0  # outbox rows acknowledged by the broker and marked published
     events_dropped: int = 0  # outbox rows with an invalid topic (marked, never sent)
+    events_pruned: int = 0  # published outbox rows deleted after the retention
     commands_ok: int = 0
     commands_error: int = 0
     answers_dropped: int = 0
@@ -173,6 +184,7 @@ class MqttBridge:
         keepalive_secs: int = 30,
         timeout_secs: float = 10.0,
         rng: random.Random | None = None,
+        prune_interval_secs: float = OUTBOX_PRUNE_INTERVAL_SECS,
     ) -> None:
         self._config = config
         self._username = username
@@ -186,6 +198,7 @@ class MqttBridge:
         self._keepalive_secs = keepalive_secs
         self._timeout_secs = timeout_secs
         self._rng = rng or random.Random()
+        self._prune_interval_secs = prune_interval_secs
         self.counters = MqttCounters()
         self.last_error = ""
         self._connected = False
@@ -214,6 +227,23 @@ class MqttBridge:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._desk.run(), name="mqtt-commands")
             tg.create_task(self._stay_connected(), name="mqtt-connection")
+            if self._config.outbox_retention_secs > 0 and isinstance(self._outbox, PrunableOutbox):
+                tg.create_task(self._prune_published(self._outbox), name="mqtt-outbox-prune")
+
+    async def _prune_published(self, outbox: PrunableOutbox) -> None:
+        """Every interval (first at start), delete the events published longer ago than the retention."""
+        retention_secs = self._config.outbox_retention_secs
+        while True:
+            try:
+                pruned = await outbox.prune_outbox(round(retention_secs * 1e9))
+            except Exception as exc:  # loop boundary: a ledger that cannot write halts trading, not the bridge
+                log.warning("outbox: deleting events published over %.0fs ago failed: %s", retention_secs, exc)
+            else:
+                if pruned:
+                    self.counters.events_pruned += pruned
+                    self._notify()
+                    log.info("outbox: %d events published over %.0fs ago deleted", pruned, retention_secs)
+            await asyncio.sleep(self._prune_interval_secs)
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()

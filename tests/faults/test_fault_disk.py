@@ -30,7 +30,7 @@ import pytest
 
 from bench.soak import differences, reconcile
 from ops.config import loads_config
-from ops.ledger_sync import WriteContext
+from ops.ledger_ops import WriteContext
 from ops.service import Service
 from tests.faults import Recorder, http_get, metric, running
 

@@ -17,7 +17,7 @@ import pytest_asyncio
 from engine.execution import client_order_id
 from engine.types import Fill, Leg, Order, Side
 from ops.actor_messages import ExecuteIntent, MailboxFull, Reconcile, Stop
-from ops.ledger_sync import PutOrderReport, PutOrders, SetIntentStatus, WriteOp
+from ops.ledger_ops import PutOrderReport, PutOrders, SetIntentStatus, WriteOp
 from ops.venues.base import OrderReport, OrderStatus
 from tests.integration.actor_kit import (
     FEE,

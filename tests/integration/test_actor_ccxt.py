@@ -12,7 +12,7 @@ import pytest_asyncio
 from engine.execution import client_order_id
 from engine.types import Order, Side
 from ops.actor_messages import ExecuteIntent
-from ops.ledger_sync import PutIntent, PutOrders
+from ops.ledger_ops import PutIntent, PutOrders
 from ops.venues.binance_fake import ORDER, BinanceFake, Fault, SymbolSpec
 from ops.venues.ccxt_venue import CcxtVenue
 from tests.integration.actor_kit import (

@@ -12,7 +12,7 @@ import pytest_asyncio
 from engine.execution import client_order_id
 from engine.types import Order, Side
 from ops.actor_messages import ExecuteIntent, Reconcile
-from ops.ledger_sync import PutIntent, PutOrderReport, PutOrders
+from ops.ledger_ops import PutIntent, PutOrderReport, PutOrders
 from ops.venues.base import OrderReport, VenueUnavailable
 from tests.integration.actor_kit import (
     START,

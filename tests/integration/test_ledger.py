@@ -16,8 +16,9 @@ from engine.runner import run_sequence
 from engine.sensor import Sensor
 from engine.types import Fill, Intent, Leg, Order, Reason, Side, Transfer
 from ops.ledger import DuplicateOrder, Ledger, LedgerError, LedgerInputError, UnknownOrder
+from ops.ledger_ops import WriteContext
 from ops.ledger_read import integrity_check, q_fills, rebuild_holdings_sync, run_query
-from ops.ledger_sync import LedgerSync, WriteContext
+from ops.ledger_sync import LedgerSync
 from ops.venues.base import OrderReport, OrderStatus
 from tests.builders import SEC, T0, make_engine, make_spec, make_tick
 
