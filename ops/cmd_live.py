@@ -42,15 +42,15 @@ def _serve(config: Any, *, record: Path | None, tui: bool, report_dir: Path | No
         stop = asyncio.Event()
         install_signal_handlers(stop)
         service = Service(config, sensor=PrometheusSensor(), record=record)
-        sampler = EquitySampler(service)
-        extra = [sampler.run]
+        sampler = EquitySampler(service) if report_dir is not None else None  # samples only for a report
+        extra = [sampler.run] if sampler is not None else []
         if tui:
             extra.append(lambda: _view(service, stop))
         try:
             code = await service.run(stop, extra=extra)
         except Halt as e:
             raise CommandError(str(e), 1) from None
-        if report_dir is not None:
+        if sampler is not None and report_dir is not None:
             sampler.write(report_dir)
         return code
 
@@ -88,6 +88,7 @@ class EquitySampler:
 
     def __init__(self, service: Any) -> None:
         self.service = service
+        self.started_ns = time.time_ns()  # the report covers this run (a reused ledger holds earlier ones too)
         self.rows: dict[str, list[tuple[int, float, float, float, dict[str, float]]]] = {}
 
     async def run(self) -> None:
@@ -144,12 +145,25 @@ class EquitySampler:
             }
             (d / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
             with (d / "intents.jsonl").open("wb") as f:
-                for intent in service.all_intents:
-                    if intent.portfolio == name:
-                        f.write(orjson.dumps(intent_record(intent)) + b"\n")
+                for intent in ledger_intents(service.config.ledger.path, name, since_ns=self.started_ns):
+                    f.write(orjson.dumps(intent_record(intent)) + b"\n")
             from ops.report import render_report
 
             render_report(d, title=f"keel live run: {name}")
+
+
+def ledger_intents(path: str | Path, portfolio: str | None, *, since_ns: int = 0) -> list[Any]:
+    """A portfolio's (None: every portfolio's) intents from `since_ns` on, as the ledger recorded them, by
+    portfolio and oldest first (read-only)."""
+    import sqlite3
+
+    from ops.ledger_read import q_intents_with_status, run_query
+
+    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return [r.intent for r in run_query(conn, q_intents_with_status((), portfolio)) if r.intent.ts_ns >= since_ns]
+    finally:
+        conn.close()
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:

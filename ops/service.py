@@ -59,7 +59,6 @@ class Service:
         self.driver: LiveDriver | None = None
         self.health: Any = None
         self.recent_intents: deque[Intent] = deque(maxlen=8)
-        self.all_intents: deque[Intent] = deque(maxlen=100_000)
         self.recent_fills: deque[tuple[str, Fill]] = deque(maxlen=8)
         self.events: deque[str] = deque(maxlen=6)
         self.ready = asyncio.Event()
@@ -200,7 +199,6 @@ class Service:
         for intent in intents:
             self.quotes[intent.id] = {s: (book.bid[book.index(s)], book.ask[book.index(s)]) for s in intent.prices}
             self.recent_intents.append(intent)
-            self.all_intents.append(intent)
             self.sensor.on_intent(intent, max(0, now - cause_ns))
             if intent.observe and intent.reason is Reason.START:
                 self._virtual_start(intent)

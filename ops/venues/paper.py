@@ -31,7 +31,7 @@ from ops.venues.base import (
 )
 
 log = logging.getLogger(__name__)
-MEMORY_ORDERS = 10_000  # order reports kept in memory (the journal keeps every one)
+MEMORY_ORDERS = 1_000  # order reports kept in memory, far more than are ever in flight (the journal keeps every one)
 
 _JOURNAL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders(client_order_id TEXT PRIMARY KEY, report TEXT NOT NULL) STRICT;

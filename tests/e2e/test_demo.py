@@ -1,6 +1,7 @@
 """`keel demo` as a user runs it: a fast seeded market, a rebalance in its ledger, metrics, Ctrl-C."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -63,3 +64,6 @@ def test_demo_rebalances_serves_metrics_and_stops_cleanly_on_sigint(tmp_path: Pa
         con.close()
     assert "start" in reasons and "threshold" in reasons
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
+    # the report's intents are the ledger's, in order, the start first and the threshold one among them
+    reported = [json.loads(line) for line in (tmp_path / "demo" / "report" / "intents.jsonl").read_text().splitlines()]
+    assert reported[0]["reason"] == "start" and {i["id"] for i in reported} >= threshold_ids

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from engine.types import Reason
 from ops.config import loads_config
 from ops.metrics import PrometheusSensor
 from ops.service import Service
@@ -93,7 +94,8 @@ async def test_observe_drift_alert_fires_and_resolves(tmp_path: Path) -> None:
             assert fired["labels"]["severity"] == "warning"
             resolved = await asyncio.wait_for(next_status(received, "resolved"), timeout=120)
             assert resolved["labels"]["portfolio"] == "watch"
-        assert any(i.observe for i in list(service.all_intents)[1:]), "observe mode still plans intents"
+        assert any(i.observe and i.reason is not Reason.START for i in service.recent_intents), \
+            "observe mode still plans intents"
         assert len(service.recent_fills) == 0, "observe mode never trades"
     finally:
         stop.set()

@@ -10,6 +10,7 @@ import pytest
 from engine.types import Intent
 from feeds.files import read_ticks
 from ops.backtest import intent_record, run_backtest
+from ops.cmd_live import ledger_intents
 from ops.config import loads_config
 from ops.service import Service
 
@@ -66,7 +67,7 @@ async def test_a_recorded_live_run_replays_to_the_same_intents(tmp_path: Path) -
     stop.set()
     assert await task == 0
 
-    live = [intent_record(i) for i in service.all_intents]
+    live = [intent_record(i) for i in ledger_intents(service.config.ledger.path, None)]  # as recorded
     assert live[0]["reason"] == "start"
     cols, report = read_ticks(record)
     assert report.rows_kept == service.driver.ticks
