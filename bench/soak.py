@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import logging
 import random
@@ -184,6 +185,23 @@ def rss_kb() -> int:
     return 0
 
 
+def _sqlite_memory_kb() -> int:
+    """Bytes SQLite holds (page caches and the rest), in KiB; 0 where libsqlite3 cannot be loaded by name."""
+    try:
+        lib = ctypes.CDLL("libsqlite3.so.0")
+    except OSError:
+        return 0
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    return int(lib.sqlite3_memory_used()) >> 10
+
+
+def _accounts() -> tuple[int, int, int]:
+    """(SQLite KiB, Python allocated blocks, float-to-Decimal cache entries) now."""
+    from engine import planner
+
+    return _sqlite_memory_kb(), sys.getallocatedblocks(), len(planner._DEC_CACHE)
+
+
 class SoakSensor(PrometheusSensor):
     """The Prometheus sensor, counting ticks and intents, with a future for "N more ticks"."""
 
@@ -233,6 +251,11 @@ class SoakResult:
     rss_end_kb: int = 0
     rss_ratio: float = 0.0
     rss_samples_kb: list[int] = field(default_factory=list)
+    # where RSS can go besides leaks, at start and end: SQLite's page caches (bounded by cache_size per
+    # connection, 2 MB by default), Python's allocated blocks, the planner's float-to-Decimal cache
+    sqlite_kb: tuple[int, int] = (0, 0)
+    python_blocks: tuple[int, int] = (0, 0)
+    dec_cache: tuple[int, int] = (0, 0)
     alive: bool = False
     halted: str | None = None
     exit_code: int | None = None
@@ -295,6 +318,7 @@ async def soak(minutes: float, *, rate: float = 5000.0, seed: int = 1, workdir: 
         warmup = warmup_secs if warmup_secs is not None else min(60.0, max(5.0, total * 0.1))
         await asyncio.sleep(warmup)
         result.rss_start_kb = rss_kb()
+        accounts = _accounts()
         sampler = asyncio.create_task(_sample_rss(result.rss_samples_kb, RSS_SAMPLE_SECS), name="rss-sampler")
         tasks.append(sampler)
         injected: Counter[str] = Counter()
@@ -314,6 +338,10 @@ async def soak(minutes: float, *, rate: float = 5000.0, seed: int = 1, workdir: 
         result.faults_injected = dict(injected)
         sampler.cancel()
         result.rss_end_kb = rss_kb()
+        end = _accounts()
+        result.sqlite_kb = (accounts[0], end[0])
+        result.python_blocks = (accounts[1], end[1])
+        result.dec_cache = (accounts[2], end[2])
         result.alive = not task.done()
         result.halted = service.halted
     finally:

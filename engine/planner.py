@@ -18,7 +18,7 @@ DEFAULT_RULES = SymbolRules()
 
 
 _DEC_CACHE: dict[float, Decimal] = {}
-_DEC_CACHE_MAX = 1 << 16
+_DEC_CACHE_MAX = 1 << 12  # 4,096 prices (~0.6 MB): a long run never holds more
 
 
 def dec(x: float) -> Decimal:
