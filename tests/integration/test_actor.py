@@ -40,13 +40,6 @@ from tests.integration.actor_kit import (
 )
 
 
-@pytest_asyncio.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[WatchedLedger]:
-    book = await open_ledger(tmp_path / "keel.sqlite")
-    yield book
-    await book.close()
-
-
 @pytest.mark.asyncio
 async def test_sells_go_first_then_buys_sized_from_the_quote_in_hand(ledger: WatchedLedger) -> None:
     venue, book = RecordingVenue(balances=START), Book(START)

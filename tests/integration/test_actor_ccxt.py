@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -27,18 +26,9 @@ from tests.integration.actor_kit import (
     buy,
     make_actor,
     make_intent,
-    open_ledger,
     running,
     sell,
 )
-
-
-@pytest_asyncio.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[WatchedLedger]:
-    book = await open_ledger(tmp_path / "keel.sqlite")
-    yield book
-    await book.close()
-
 
 # ccxt venue against the fake Binance ----------------------------------------------------------------
 

@@ -2,12 +2,10 @@
 lost orders never resent, nothing guessed while the venue is down."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from engine.execution import client_order_id
 from engine.types import Order, Side
@@ -25,18 +23,10 @@ from tests.integration.actor_kit import (
     buy,
     make_actor,
     make_intent,
-    open_ledger,
     running,
     sell,
     status,
 )
-
-
-@pytest_asyncio.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[WatchedLedger]:
-    book = await open_ledger(tmp_path / "keel.sqlite")
-    yield book
-    await book.close()
 
 
 @pytest.mark.asyncio
