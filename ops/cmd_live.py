@@ -109,6 +109,7 @@ class EquitySampler:
         import orjson
 
         from ops.backtest import intent_record, iso
+        from ops.ledger_read import ledger_intents
 
         service = self.service
         engine = service.engine
@@ -150,20 +151,6 @@ class EquitySampler:
             from ops.report import render_report
 
             render_report(d, title=f"keel live run: {name}")
-
-
-def ledger_intents(path: str | Path, portfolio: str | None, *, since_ns: int = 0) -> list[Any]:
-    """A portfolio's (None: every portfolio's) intents from `since_ns` on, as the ledger recorded them, by
-    portfolio and oldest first (read-only)."""
-    import sqlite3
-
-    from ops.ledger_read import q_intents_with_status, run_query
-
-    conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        return [r.intent for r in run_query(conn, q_intents_with_status((), portfolio)) if r.intent.ts_ns >= since_ns]
-    finally:
-        conn.close()
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:

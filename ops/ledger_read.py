@@ -376,10 +376,21 @@ def rebuild_holdings_sync(conn: sqlite3.Connection, portfolio: str) -> dict[str,
                          run_query(conn, q_transfers(portfolio)), run_query(conn, q_fills(portfolio)))
 
 
-def integrity_check(path: str | Path) -> list[str]:
-    """Run `PRAGMA integrity_check` on a ledger file (read-only); `['ok']` when sound."""
+def read_file(path: str | Path, query: Query[T]) -> T:
+    """Run one query on a ledger file opened read-only."""
     conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True)
     try:
-        return run_query(conn, q_integrity_check())
+        return run_query(conn, query)
     finally:
         conn.close()
+
+
+def integrity_check(path: str | Path) -> list[str]:
+    """Run `PRAGMA integrity_check` on a ledger file (read-only); `['ok']` when sound."""
+    return read_file(path, q_integrity_check())
+
+
+def ledger_intents(path: str | Path, portfolio: str | None, *, since_ns: int = 0) -> list[Intent]:
+    """A portfolio's (None: every portfolio's) intents from `since_ns` on, as the ledger file recorded them, by
+    portfolio and oldest first (read-only)."""
+    return [r.intent for r in read_file(path, q_intents_with_status((), portfolio)) if r.intent.ts_ns >= since_ns]

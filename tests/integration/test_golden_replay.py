@@ -10,8 +10,8 @@ import pytest
 from engine.types import Intent
 from feeds.files import read_ticks
 from ops.backtest import intent_record, run_backtest
-from ops.cmd_live import ledger_intents
 from ops.config import loads_config
+from ops.ledger_read import ledger_intents
 from ops.service import Service
 
 CONFIG = """
