@@ -1,10 +1,12 @@
-"""What a rarely run code path costs on this machine: the exact planner (4 coins) and the intent id,
-back to back and after the CPU did something else for 0.1, 1, 10 and 100 ms.
+"""What a rarely run code path costs on this machine: the exact planner (4 coins), the intent id,
+the Intent built around a plan, and an empty Python call, back to back and after the CPU did something
+else for 0.1, 1, 10 and 100 ms.
 
 An intent is decided a few times per second against 10,000 frames; its code runs cold. This prints
 the cold penalty as one JSON line (medians in microseconds, wall time): `spin` keeps this thread busy
 in a tiny loop (nothing of ours evicts the caches, the machine's other work does), `sleep` lets the
-core idle. Compare with bench/live.py's in-engine intent latency.
+core idle. `assemble` and `noop` do no Decimal arithmetic at all: they show that plain interpreted
+Python pays the same cold penalty. Compare with bench/live.py's in-engine intent latency.
 
 Usage: .venv/bin/python bench/cold_path.py [--samples 40]
 """
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.execution import intent_id
 from engine.planner import plan_rebalance
+from engine.types import Reason, new_intent
 
 HOLDINGS = {"BTC": Decimal("0.01"), "ETH": Decimal("0.2"), "SOL": Decimal("3"), "BNB": Decimal("1"),
             "USDT": Decimal("100")}
@@ -38,6 +41,21 @@ def plan() -> None:
 def make_id() -> None:
     """One intent id (blake2b of a short text)."""
     intent_id("core", 7, 1_700_000_000_000_000_000)
+
+
+PLAN = plan_rebalance(HOLDINGS, PRICES, TARGETS, "USDT", fee_rate=FEE)
+WEIGHTS = dict.fromkeys(PRICES, 0.2)
+
+
+def assemble() -> None:
+    """What `Engine._fire` does around the plan: the id, the priced symbols, the Intent (no arithmetic)."""
+    new_intent(intent_id("core", 7, 1_700_000_000_000_000_000), "core", 1_700_000_000_000_000_000, Reason.THRESHOLD,
+               0.05, {f"{c}-USDT": px for c, px in PRICES.items()}, WEIGHTS, PLAN.legs, PLAN.residual_drift, False,
+               PLAN.quote_reserve)
+
+
+def noop() -> None:
+    """An empty Python call: the least an intent can cost."""
 
 
 def median_us(values: list[int]) -> float:
@@ -66,7 +84,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=40)
     args = ap.parse_args()
     result: dict[str, object] = {"bench": "cold_path"}
-    for name, fn in (("plan", plan), ("intent_id", make_id)):
+    for name, fn in (("plan", plan), ("intent_id", make_id), ("assemble", assemble), ("noop", noop)):
         for _ in range(200):
             fn()
         warm = []
