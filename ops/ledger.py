@@ -50,6 +50,7 @@ from ops.ledger_read import (
     LedgerError,
     LedgerInputError,
     OrderRecord,
+    OutboxBacklog,
     OutboxEvent,
     Query,
     UnknownOrder,
@@ -66,6 +67,7 @@ from ops.ledger_read import (
     q_open_orders,
     q_order,
     q_orders_of_intent,
+    q_outbox_backlog,
     q_outbox_pending,
     q_portfolio_quote,
     q_transfers,
@@ -75,7 +77,7 @@ from ops.venues.base import OrderReport
 
 __all__ = [
     "OPEN_ORDER_STATUSES", "DuplicateOrder", "FillRecord", "IntentRecord", "Ledger", "LedgerError",
-    "LedgerInputError", "OrderRecord", "OutboxEvent", "UnknownOrder", "WriteOp",
+    "LedgerInputError", "OrderRecord", "OutboxBacklog", "OutboxEvent", "UnknownOrder", "WriteOp",
 ]
 
 log = logging.getLogger(__name__)
@@ -338,6 +340,10 @@ class Ledger:
     async def outbox_pending(self, limit: int = 100) -> list[OutboxEvent]:
         """Unpublished events, oldest first."""
         return await self._read(q_outbox_pending(limit))
+
+    async def outbox_backlog(self) -> OutboxBacklog:
+        """How many events wait to be published, and the oldest one's time."""
+        return await self._read(q_outbox_backlog())
 
     async def integrity_check(self) -> list[str]:
         """`PRAGMA integrity_check`: `['ok']` when the file is sound."""

@@ -220,6 +220,14 @@ class OutboxEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxBacklog:
+    """Events not yet published: how many, and when the oldest was written (None when there is none)."""
+
+    events: int
+    oldest_created_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Query(Generic[T]):
     """One SELECT and how to turn its rows into a result."""
 
@@ -346,6 +354,12 @@ def q_outbox_pending(limit: int) -> Query[list[OutboxEvent]]:
     """Unpublished events, oldest first."""
     return Query("SELECT seq, topic, payload, created_ns FROM outbox WHERE published_ns IS NULL ORDER BY seq LIMIT ?",
                  (limit,), lambda rows: [OutboxEvent(r[0], r[1], bytes(r[2]), r[3]) for r in rows])
+
+
+def q_outbox_backlog() -> Query[OutboxBacklog]:
+    """How many events wait to be published and the oldest one's time (both read through the pending index)."""
+    return Query("SELECT COUNT(*), MIN(created_ns) FROM outbox WHERE published_ns IS NULL", (),
+                 lambda rows: OutboxBacklog(int(rows[0][0]), rows[0][1]))
 
 
 def q_integrity_check() -> Query[list[str]]:

@@ -5,7 +5,8 @@ Topics under `config.prefix` (default `keel/`):
 - `<portfolio>/state` (retained, QoS 1) and `<portfolio>/drift` (QoS 0): read from `snapshots()` at most
   once per `drift_interval_secs`, published only when they changed;
 - `<portfolio>/intent|fill|alert`, ...: rows of the durable outbox, QoS 1, in outbox order, marked published
-  only after the broker acknowledged them, deleted `outbox_retention_secs` after that (checked every 10 minutes);
+  only after the broker acknowledged them, deleted `outbox_retention_secs` after that (checked every 10 minutes;
+  the backlog still to publish is measured every 15 s for the metrics, see ops/mqtt_outbox.py);
 - `<portfolio>/cmd` (in) and `<portfolio>/cmd/result` (out): see ops/mqtt_commands.py.
 
 Nothing here is awaited by the engine: the engine writes to the ledger's outbox and keeps snapshots in memory;
@@ -24,14 +25,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TypeVar
 
 import aiomqtt
 import orjson
 
 from engine.types import PortfolioSnapshot
 from ops.config_schema import MqttConfig
+from ops.ledger_read import OutboxBacklog
 from ops.mqtt_commands import CommandDesk, CommandHandler
+from ops.mqtt_outbox import (
+    OUTBOX_BACKLOG_INTERVAL_SECS,
+    OUTBOX_PRUNE_INTERVAL_SECS,
+    MeasurableOutbox,
+    Outbox,
+    PrunableOutbox,
+    prune_published,
+    unpack_row,
+    watch_backlog,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,53 +55,10 @@ OFFLINE = b"offline"
 # status publishes happen while nothing else runs): 10.
 OUTBOX_WINDOW = 8
 OUTBOX_BATCH = 256
-OUTBOX_PRUNE_INTERVAL_SECS = 600.0
 SHUTDOWN_TIMEOUT_SECS = 2.0
 STABLE_SESSION_SECS = 10.0
 CONNECTION_ERRORS = (aiomqtt.MqttError, OSError)  # ssl.SSLError is an OSError
 _TOPIC_SUFFIX = re.compile(r"[^+#/\x00$][^+#\x00]*")
-
-
-class OutboxRow(Protocol):
-    """An outbox row as an object (ops.ledger's OutboxEvent); a plain (seq, topic, payload) tuple also works."""
-
-    @property
-    def seq(self) -> int: ...
-
-    @property
-    def topic(self) -> str: ...
-
-    @property
-    def payload(self) -> bytes: ...
-
-
-class Outbox(Protocol):
-    """The durable outbox (implemented by ops.ledger.Ledger): rows of seq, topic suffix (`core/fill`), payload."""
-
-    outbox_event: asyncio.Event
-
-    async def outbox_pending(self, limit: int) -> Sequence[tuple[int, str, bytes] | OutboxRow]:
-        """The oldest unpublished rows, in seq order."""
-        ...
-
-    async def mark_published(self, seqs: Sequence[int]) -> object:
-        """Record that these rows reached the broker."""
-        ...
-
-
-@runtime_checkable
-class PrunableOutbox(Outbox, Protocol):
-    """An outbox that can delete what was published long ago (ops.ledger.Ledger; a test's fake may not)."""
-
-    async def prune_outbox(self, retention_ns: int) -> int:
-        """Delete rows published more than `retention_ns` ago; how many."""
-        ...
-
-
-def _unpack(row: tuple[int, str, bytes] | OutboxRow) -> tuple[int, str, bytes]:
-    if isinstance(row, tuple):
-        return row[0], row[1], row[2]
-    return row.seq, row.topic, row.payload
 
 
 @dataclass(slots=True)
@@ -185,6 +154,7 @@ class MqttBridge:
         timeout_secs: float = 10.0,
         rng: random.Random | None = None,
         prune_interval_secs: float = OUTBOX_PRUNE_INTERVAL_SECS,
+        backlog_interval_secs: float = OUTBOX_BACKLOG_INTERVAL_SECS,
     ) -> None:
         self._config = config
         self._username = username
@@ -199,7 +169,9 @@ class MqttBridge:
         self._timeout_secs = timeout_secs
         self._rng = rng or random.Random()
         self._prune_interval_secs = prune_interval_secs
+        self._backlog_interval_secs = backlog_interval_secs
         self.counters = MqttCounters()
+        self.backlog: OutboxBacklog | None = None  # measured every backlog interval when the outbox can say
         self.last_error = ""
         self._connected = False
         self._stopping = False
@@ -227,23 +199,21 @@ class MqttBridge:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._desk.run(), name="mqtt-commands")
             tg.create_task(self._stay_connected(), name="mqtt-connection")
-            if self._config.outbox_retention_secs > 0 and isinstance(self._outbox, PrunableOutbox):
-                tg.create_task(self._prune_published(self._outbox), name="mqtt-outbox-prune")
+            outbox = self._outbox
+            if self._config.outbox_retention_secs > 0 and isinstance(outbox, PrunableOutbox):
+                tg.create_task(prune_published(outbox, self._config.outbox_retention_secs, self._prune_interval_secs,
+                                               self._on_pruned), name="mqtt-outbox-prune")
+            if isinstance(outbox, MeasurableOutbox):
+                tg.create_task(watch_backlog(outbox, self._backlog_interval_secs, self._on_backlog),
+                               name="mqtt-outbox-backlog")
 
-    async def _prune_published(self, outbox: PrunableOutbox) -> None:
-        """Every interval (first at start), delete the events published longer ago than the retention."""
-        retention_secs = self._config.outbox_retention_secs
-        while True:
-            try:
-                pruned = await outbox.prune_outbox(round(retention_secs * 1e9))
-            except Exception as exc:  # loop boundary: a ledger that cannot write halts trading, not the bridge
-                log.warning("outbox: deleting events published over %.0fs ago failed: %s", retention_secs, exc)
-            else:
-                if pruned:
-                    self.counters.events_pruned += pruned
-                    self._notify()
-                    log.info("outbox: %d events published over %.0fs ago deleted", pruned, retention_secs)
-            await asyncio.sleep(self._prune_interval_secs)
+    def _on_pruned(self, events: int) -> None:
+        self.counters.events_pruned += events
+        self._notify()
+
+    def _on_backlog(self, backlog: OutboxBacklog) -> None:
+        self.backlog = backlog
+        self._notify()
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -336,7 +306,7 @@ class MqttBridge:
             self._marking = None
         while True:
             outbox.outbox_event.clear()
-            rows = [_unpack(row) for row in await outbox.outbox_pending(OUTBOX_BATCH)]
+            rows = [unpack_row(row) for row in await outbox.outbox_pending(OUTBOX_BATCH)]
             if not rows:
                 await outbox.outbox_event.wait()
                 continue

@@ -67,6 +67,7 @@ class Service:
         self.intents_dropped = 0
         self.restored = False
         self.metrics_port: int | None = None
+        self.mqtt_bridge: Any = None  # ops.mqtt.MqttBridge while MQTT is on (imported only then)
         self.recovery: Any = None
         self.quotes: dict[str, dict[str, tuple[float, float]]] = {}
         self.quiet_checks: dict[str, tuple[Reason, int]] = {}  # checks that found nothing to trade, not yet recorded
@@ -418,6 +419,13 @@ class Service:
         bridge = MqttBridge(m, username=os.environ.get(m.username_env), password=os.environ.get(m.password_env),
                             portfolios=list(self.engine.runtimes), snapshots=self.snapshots, outbox=self.ledger,
                             commands=ServiceCommands(self))
+        self.mqtt_bridge = bridge
+        from ops.metrics import PrometheusSensor
+
+        if self.config.metrics.enabled and isinstance(self.sensor, PrometheusSensor):
+            from ops.metrics_mqtt import MqttCollector
+
+            self.sensor.registry.register(MqttCollector(bridge))
         return tg.create_task(bridge.run(), name="mqtt")
 
 

@@ -58,7 +58,7 @@ def test_shared_prometheus_and_alertmanager_configs_are_valid() -> None:
 def test_every_rule_is_labelled_annotated_and_unit_tested_both_ways() -> None:
     expected = {
         "KeelDriftStuck", "KeelObserveDrift", "KeelFeedStale", "KeelExecutionErrors", "KeelRebalanceIncomplete",
-        "KeelDown", "KeelLedgerErrors", "KeelValueBelowFloor", "KeelHalted",
+        "KeelDown", "KeelLedgerErrors", "KeelValueBelowFloor", "KeelHalted", "KeelMqttDisconnected", "KeelMqttBacklog",
     }
     rules = alert_rules()
     assert {r["alert"] for r in rules} == expected
