@@ -1,7 +1,9 @@
 """Grafana dashboards and provisioning: valid files, and every panel query answered by a real Prometheus
-scraping the real metrics code."""
+scraping the real metrics code (the MQTT panels: a real bridge on a real mosquitto and SQLite outbox)."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -14,7 +16,9 @@ import pytest
 import yaml
 
 from engine.types import Fill, Intent, PortfolioSnapshot, Reason, Side
+from ops.config_schema import MqttConfig
 from ops.http import MetricsServer
+from ops.ledger import Ledger
 from ops.metrics import (
     BAD_TICK_REASONS,
     EXECUTION_ERROR_KINDS,
@@ -24,10 +28,14 @@ from ops.metrics import (
     PrometheusSensor,
     SymbolHealthView,
 )
+from ops.metrics_mqtt import MqttCollector
+from ops.mqtt import MqttBridge
+from ops.mqtt_commands import Command, CommandResult
 from tests.integration.services import (
     REPO,
     RULES_YML,
     RunningService,
+    mosquitto,
     prometheus,
     prometheus_query,
     wait_for_series,
@@ -171,6 +179,20 @@ def feed_events(sensor: PrometheusSensor, round_no: int) -> None:
     sensor.on_ledger_commit(rows=1, seconds=0.0004)
 
 
+class NoCommands:
+    async def handle(self, portfolio: str, command: Command) -> CommandResult:
+        return CommandResult(False, "no commands here")
+
+
+async def publish_events(ledger: Ledger, bridge: MqttBridge, n: int) -> None:
+    """Write n fill events to the outbox and wait until the bridge published them and measured the backlog."""
+    target = bridge.counters.events_published + n
+    for i in range(n):
+        await ledger.enqueue_outbox("core/fill", f"fill-{target}-{i}".encode())
+    await bridge.wait_until(lambda: bridge.counters.events_published == target and bridge.backlog is not None
+                            and bridge.backlog.events == 0, 30)
+
+
 async def variable_values(http: aiohttp.ClientSession, prom: RunningService, query: str) -> list[str]:
     match = LABEL_VALUES.match(query)
     assert match, query
@@ -182,7 +204,7 @@ async def variable_values(http: aiohttp.ClientSession, prom: RunningService, que
 @pytest.mark.services
 @pytest.mark.asyncio
 @pytest.mark.timeout(90)
-async def test_every_panel_query_returns_series_from_a_real_prometheus() -> None:
+async def test_every_panel_query_returns_series_from_a_real_prometheus(tmp_path: Path) -> None:
     sensor = PrometheusSensor()
     sensor.prepare(PORTFOLIOS, SYMBOLS, ["binance"])
     snapshots = [make_snapshot("core", "live", 0.06), make_snapshot("watch", "observe", 0.02)]
@@ -192,26 +214,41 @@ async def test_every_panel_query_returns_series_from_a_real_prometheus() -> None
     feed_events(sensor, 1)
     server = MetricsServer(sensor.registry, port=0)
     port = await server.start()
+    ledger = await Ledger.open(tmp_path / "keel.sqlite")
     try:
-        with prometheus([f"127.0.0.1:{port}"], [RULES_YML], interval="1s") as prom:
-            async with aiohttp.ClientSession() as http:
-                await wait_for_series(http, prom, 'up{job="keel"} == 1')
-                feed_events(sensor, 2)
-                # The second round is scraped: counters moved between two samples, so rate() and changes() see it.
-                await wait_for_series(http, prom, 'sum(keel_rebalances_total{reason="calendar"}) >= 4')
-                failures = []
-                for path in DASHBOARDS:
-                    dashboard = load(path)
-                    variables = {}
-                    for variable in dashboard["templating"]["list"]:
-                        values = await variable_values(http, prom, variable_query(variable))
-                        assert values, f"{path.name}: variable {variable['name']} has no values"
-                        variables[variable["name"]] = values[0]
-                    for where, expr in queries(dashboard):
-                        promql = substitute(expr, variables)
-                        if not await prometheus_query(http, prom, promql):
-                            failures.append(f"{where}: {promql}")
-                assert not failures, "queries with no series:\n" + "\n".join(failures)
-                assert variables  # the last dashboard (portfolio.json) has its variable resolved
+        with mosquitto() as broker, prometheus([f"127.0.0.1:{port}"], [RULES_YML], interval="1s") as prom:
+            bridge = MqttBridge(MqttConfig(enabled=True, port=broker.port), username=None, password=None,
+                                portfolios=PORTFOLIOS, snapshots=lambda: snapshots, outbox=ledger,
+                                commands=NoCommands(), backlog_interval_secs=0.05)
+            sensor.registry.register(MqttCollector(bridge))
+            bridge_task = asyncio.create_task(bridge.run())
+            try:
+                await publish_events(ledger, bridge, 3)
+                async with aiohttp.ClientSession() as http:
+                    await wait_for_series(http, prom, 'up{job="keel"} == 1')
+                    feed_events(sensor, 2)
+                    await publish_events(ledger, bridge, 3)
+                    # The second round is scraped: counters moved between two samples, so rate() and changes() see it.
+                    await wait_for_series(http, prom, 'sum(keel_rebalances_total{reason="calendar"}) >= 4')
+                    await wait_for_series(http, prom, 'keel_mqtt_outbox_events_total{outcome="published"} >= 6')
+                    failures = []
+                    for path in DASHBOARDS:
+                        dashboard = load(path)
+                        variables = {}
+                        for variable in dashboard["templating"]["list"]:
+                            values = await variable_values(http, prom, variable_query(variable))
+                            assert values, f"{path.name}: variable {variable['name']} has no values"
+                            variables[variable["name"]] = values[0]
+                        for where, expr in queries(dashboard):
+                            promql = substitute(expr, variables)
+                            if not await prometheus_query(http, prom, promql):
+                                failures.append(f"{where}: {promql}")
+                    assert not failures, "queries with no series:\n" + "\n".join(failures)
+                    assert variables  # the last dashboard (portfolio.json) has its variable resolved
+            finally:
+                bridge_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await bridge_task
     finally:
+        await ledger.close()
         await server.stop()
