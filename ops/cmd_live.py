@@ -26,7 +26,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """keel run CONFIG."""
     config = load(args.config)
-    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # Under the terminal view only warnings are printed (above it); the view shows intents, fills and health.
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else (logging.WARNING if args.tui else logging.INFO))
     return _serve(config, record=Path(args.record) if args.record else None, tui=args.tui)
 
 
