@@ -1,4 +1,5 @@
-"""`keel run`: engine, feed, execution actor, ledger, metrics and MQTT in one asyncio TaskGroup.
+"""`keel run`: engine, feed, execution actor, ledger, metrics and MQTT in one asyncio TaskGroup (start-up
+steps in ops/service_start.py).
 
 Start-up is recovery: open orders are reconciled with the venue, holdings are rebuilt from the
 ledger, and only then do ticks reach the engine. A crashed task stops the service (non-zero exit);
@@ -17,7 +18,6 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,21 +26,19 @@ from engine.engine import Engine
 from engine.paper import paper_fill
 from engine.planner import DEFAULT_RULES
 from engine.sensor import NULL_SENSOR, Sensor
-from engine.types import Fill, Intent, PortfolioSnapshot, Reason, Tick, Transfer
+from engine.types import Fill, Intent, PortfolioSnapshot, Reason, Tick
 from ops.actor import ExecutionActor
 from ops.actor_messages import ExecuteIntent, MailboxFull, Reconcile, Stop
 from ops.config import Config
 from ops.ledger import Ledger, LedgerError
 from ops.live import LiveClock, LiveDriver
+from ops.service_start import Halt, build_venue, record_start, restore
 from ops.specs import portfolio_specs
+
+__all__ = ["Halt", "Service", "install_signal_handlers", "run_service"]
 
 log = logging.getLogger(__name__)
 SEC = 1_000_000_000
-_DECIDING: ContextVar[str] = ContextVar("keel_deciding_intent", default="")
-
-
-class Halt(Exception):
-    """The service must stop trading (a ledger it cannot write, a venue it cannot trust)."""
 
 
 class Service:
@@ -101,91 +99,6 @@ class Service:
         path = Path(self.config.ledger.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         return await Ledger.open(path, sensor=self.sensor, outbox=self.config.mqtt.enabled)
-
-    async def _record_start(self, ledger: Ledger, engine: Engine) -> None:
-        """First start of a portfolio: its capital (or adopted holdings) enters the ledger."""
-        now = time.time_ns()
-        for name, rt in engine.runtimes.items():
-            spec = rt.spec
-            if not await ledger.record_portfolio(name, spec.quote, {"mode": spec.mode}, created_ns=now):
-                continue
-            if spec.start == "quote":
-                await ledger.record_transfer(Transfer(f"{name}-capital", name, spec.quote, spec.capital, now), "capital")
-            else:
-                for asset, qty in spec.holdings.items():
-                    await ledger.record_transfer(Transfer(f"{name}-adopt-{asset}", name, asset, qty, now), "adopt")
-
-    async def _restore(self, ledger: Ledger, engine: Engine) -> None:
-        """Holdings, HODL basket, intent count and window from the ledger alone."""
-        for name, rt in engine.runtimes.items():
-            holdings = await ledger.rebuild_holdings(name)
-            intents = await ledger.intent_count(name)
-            last = await ledger.last_intent(name)
-            quiet = await ledger.last_quiet_check(name)  # a check that found nothing to trade started a window too
-            starts = [r for r in await ledger.intents_with_status(
-                "complete", "partial", "interrupted", "parked", "executing", "new", portfolio=name)
-                if r.intent.reason is Reason.START]
-            started = rt.spec.start == "holdings" or bool(starts) or quiet is not None  # only a started one checks
-            hodl = None
-            if starts or (quiet is not None and rt.spec.start == "quote"):  # bought in, or a start with nothing to buy
-                hodl = await self._holdings_after(ledger, name, starts[0].intent.id if starts else None)
-            engine.restore(name, holdings, hodl, started=started, intents=intents,
-                           last_intent_ns=last.intent.ts_ns if last is not None else None, last_quiet_check_ns=quiet)
-            log.info("%s: restored %s (started=%s, %d intents)", name,
-                     {a: str(q) for a, q in holdings.items() if q}, started, intents)
-
-    async def _holdings_after(self, ledger: Ledger, name: str, start_id: str | None) -> dict[str, Decimal]:
-        """Transfers plus the fills of the start intent (none for a start that found nothing to buy): the basket HODL
-        compares against."""
-        from ops.ledger_read import holdings_from
-
-        quote = self.engine.runtimes[name].spec.quote if self.engine is not None else "USDT"
-        transfers = await ledger.transfers(name)
-        fills = [rec for rec in await ledger.fills(name) if start_id and rec.fill.client_order_id[1:17] == start_id]
-        return holdings_from(name, quote, transfers, fills)
-
-    def _venue(self, engine: Engine) -> Any:
-        v = self.config.venue
-        rules = {s: r for rt in engine.runtimes.values() for s, r in rt.spec.rules.items()}
-        if v.kind == "paper":
-            from ops.venues.paper import PaperVenue
-
-            book = engine.book
-            quotes = self.quotes
-
-            def price_of(symbol: str) -> tuple[float, float]:
-                touch = quotes.get(_DECIDING.get(), {}).get(symbol)
-                if touch is not None:
-                    return touch
-                i = book.index(symbol)
-                if i < 0 or not book.has_price(i):
-                    raise KeyError(f"no price for {symbol}")
-                return book.bid[i], book.ask[i]
-
-            class DecisionPricedPaperVenue(PaperVenue):
-                """Paper fills at the touch of the moment the intent was decided, as the backtest fills,
-                so a recorded live run and its replay follow the same holdings (latency delays the answer)."""
-
-                async def place_order(self, order: Any) -> Any:
-                    token = _DECIDING.set(order.intent_id)
-                    try:
-                        return await super().place_order(order)
-                    finally:
-                        _DECIDING.reset(token)
-
-            journal = Path(self.config.ledger.path).with_suffix(".paper-venue.sqlite")
-            return DecisionPricedPaperVenue(price_of, fee_rate=v.fee_rate, slippage_bps=Decimal(repr(v.slippage_bps)), rules=rules,
-                              latency_ms=v.latency_ms, journal=journal)
-        from ops.venues.ccxt_venue import CcxtVenue
-
-        key = os.environ.get(v.api_key_env)
-        secret = os.environ.get(v.api_secret_env)
-        if not key or not secret:
-            raise Halt(f"venue.kind = ccxt needs the API key and secret in ${v.api_key_env} and ${v.api_secret_env}")
-        book = engine.book
-        return CcxtVenue(v.exchange, api_key=key, api_secret=secret, base_url=v.base_url, sandbox=v.sandbox,
-                         timeout_secs=v.timeout_secs, order_type=v.order_type, ioc_spread_bps=v.ioc_spread_bps,
-                         price_of=lambda s: (book.bid[book.index(s)], book.ask[book.index(s)]))
 
     # intents and fills ---------------------------------------------------------------------------
 
@@ -299,9 +212,9 @@ class Service:
                                       outlier_fraction=config.feed.outlier_fraction,
                                       stale_ns=int(config.feed.stale_secs * SEC), on_quiet_check=self.on_quiet_check)
         ledger = self.ledger = await self._open_ledger()
-        venue = self._venue(engine)
+        venue = build_venue(self.config, engine, self.quotes)
         try:
-            await self._record_start(ledger, engine)
+            await record_start(ledger, engine)
             actor = self.actor = ExecutionActor(
                 venue, ledger,
                 holdings_of=lambda p: engine.runtimes[p].portfolio.holdings,
@@ -314,7 +227,7 @@ class Service:
                 fill_timeout_secs=config.venue.fill_timeout_secs,
             )
             self.recovery = await actor.recover()
-            await self._restore(ledger, engine)
+            await restore(ledger, engine)
             self.restored = True
             return await self._run_tasks(stop, extra or [])
         finally:
