@@ -1,13 +1,15 @@
-"""Test session guards: only loopback connections, shared-data discovery."""
+"""Test session guards (only loopback connections), shared-data discovery, and the feed tests' certs and symbol cache."""
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 pytest.register_assert_rewrite("tests.integration.actor_kit")  # its shared checks fail with full detail
+pytest.register_assert_rewrite("tests.unit.config_kit")  # the one-line error check, in full detail too
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -49,3 +51,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real market data not found at {SHARED_DATA} (only present beside the project's root)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for the exchange simulator's TLS certificates, shared by one test module."""
+    return tmp_path_factory.mktemp("sim-certs")
+
+
+@pytest.fixture
+def clear_symbols() -> Iterator[None]:
+    """cryptofeed's process-wide symbol cache, empty before and after the test (each feed test seeds its own)."""
+    from cryptofeed.symbols import Symbols  # here, not at the top: most tests never load cryptofeed
+
+    Symbols.clear()
+    yield
+    Symbols.clear()

@@ -6,19 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.service_kit import HALVES, portfolio_toml
+
 ROOT = Path(__file__).resolve().parents[2]
 NEVER = ("ccxt", "rich", "asyncio", "aiosqlite", "aiomqtt", "prometheus_client", "cryptofeed", "uvloop",
          "websockets", "nats", "numpy.ma")
-CONFIG = """
-[portfolio]
-name = "core"
-capital = 10000
-[portfolio.targets]
-BTC = 0.5
-ETH = 0.5
-[rebalance]
-threshold = 0.05
-"""
+CONFIG = portfolio_toml("core", targets=HALVES, threshold=0.05)
 PROBE = """
 import json, os, sys
 from ops.cli import main

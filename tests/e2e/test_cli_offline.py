@@ -8,22 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.service_kit import portfolio_toml
+
 KEEL = [sys.executable, "-m", "ops.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
-CONFIG = """
-[portfolio]
-name = "core"
-capital = 10000
-[portfolio.targets]
-BTC = 0.4
-ETH = 0.3
-SOL = 0.1
-USDT = 0.2
-[rebalance]
-threshold = 0.02
-window_secs = 60
-"""
+CONFIG = portfolio_toml("core", threshold=0.02, window_secs=60)
 
 
 def keel(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -15,37 +15,15 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.service_kit import LEDGER_TOML, METRICS_OFF_TOML, portfolio_toml, sim_feed_toml
+
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("KEEL_KILLS", "50"))
 
-CONFIG = """
-[portfolio]
-name = "k9"
-capital = 10000
-[portfolio.targets]
-BTC = 0.4
-ETH = 0.3
-SOL = 0.1
-USDT = 0.2
-[rebalance]
-threshold = 0.015
-window_secs = 0.3
-[venue]
-kind = "paper"
-fee_rate = 0.001
-latency_ms = 120
-[feed]
-source = "sim"
-sim_rate_hz = 200
-sim_swing = 0.15
-speed = 60
-stale_secs = 0
-sim_seed = {seed}
-[ledger]
-path = "{ledger}"
-[metrics]
-enabled = false
-"""
+CONFIG = (portfolio_toml("k9", threshold=0.015, window_secs=0.3)
+          + '[venue]\nkind = "paper"\nfee_rate = 0.001\nlatency_ms = 120\n'
+          + sim_feed_toml(sim_rate_hz=200, sim_swing=0.15, speed=60, stale_secs=0) + "sim_seed = {seed}\n"
+          + LEDGER_TOML + METRICS_OFF_TOML)
 
 
 def start(config: Path, log: Path) -> tuple[subprocess.Popen[bytes], object]:

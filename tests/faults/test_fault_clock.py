@@ -24,6 +24,7 @@ from engine.types import Intent, Tick
 from ops.config import loads_config
 from ops.live import LiveClock, LiveDriver
 from ops.specs import portfolio_specs
+from tests.service_kit import HALVES, portfolio_toml
 
 SEC = 1_000_000_000
 HOUR = 3600 * SEC
@@ -33,22 +34,8 @@ DEBOUNCE_SECS = 0.2
 STALE_SECS = 10
 PRICES = {"BTC-USDT": 60_000.0, "ETH-USDT": 3_000.0}
 
-CONFIG = f"""
-[portfolio]
-name = "clock"
-capital = 10000
-[portfolio.targets]
-BTC = 0.5
-ETH = 0.5
-[rebalance]
-threshold = 0.05
-debounce_secs = {DEBOUNCE_SECS}
-window_secs = {WINDOW_SECS}
-[feed]
-stale_secs = {STALE_SECS}
-[ledger]
-path = "unused.sqlite"
-"""
+CONFIG = (portfolio_toml("clock", targets=HALVES, threshold=0.05, debounce_secs=DEBOUNCE_SECS, window_secs=WINDOW_SECS)
+          + f'[feed]\nstale_secs = {STALE_SECS}\n[ledger]\npath = "unused.sqlite"\n')
 
 
 class WallClock:

@@ -33,34 +33,11 @@ from ops.config import loads_config
 from ops.ledger_ops import WriteContext
 from ops.service import Service
 from tests.faults import Recorder, http_get, metric, running
+from tests.service_kit import LEDGER_TOML, portfolio_toml, sim_feed_toml
 
-CONFIG = """
-[portfolio]
-name = "disk"
-capital = 10000
-[portfolio.targets]
-BTC = 0.4
-ETH = 0.3
-SOL = 0.1
-USDT = 0.2
-[rebalance]
-threshold = 0.015
-window_secs = 0.3
-[venue]
-kind = "paper"
-fee_rate = 0.001
-latency_ms = 150
-[feed]
-source = "sim"
-sim_rate_hz = 100
-sim_swing = 0.15
-speed = 60
-stale_secs = 0
-[ledger]
-path = "{ledger}"
-[metrics]
-port = 0
-"""
+CONFIG = (portfolio_toml("disk", threshold=0.015, window_secs=0.3)
+          + '[venue]\nkind = "paper"\nfee_rate = 0.001\nlatency_ms = 150\n'
+          + sim_feed_toml(sim_rate_hz=100, sim_swing=0.15, speed=60, stale_secs=0) + LEDGER_TOML + "[metrics]\nport = 0\n")
 
 
 @dataclass(frozen=True, slots=True)

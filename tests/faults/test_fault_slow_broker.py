@@ -11,11 +11,10 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from engine.types import Intent, Reason
 from ops.config import loads_config
 from ops.service import Service
-from tests.integration.services import mosquitto
-from tests.integration.test_service_mqtt import ACL, CONFIG
+from tests.integration.mqtt_kit import SERVICE_CONFIG, SERVICE_VIEWER_PASSWORD, service_broker
+from tests.service_kit import by_threshold, count_done
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 DELAY_SECS = 0.3
@@ -69,26 +68,15 @@ class SlowRelay:
 @pytest.mark.timeout(150)
 async def test_a_slow_broker_never_slows_trading_and_loses_no_event(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KEEL_MQTT_USERNAME", "keel")
-    monkeypatch.setenv("KEEL_MQTT_PASSWORD", "s3cret-keel")
-    with mosquitto(users={"keel": "s3cret-keel", "viewer": "s3cret-view"}, acl=ACL) as broker:
+    with service_broker(monkeypatch) as broker:
         async with SlowRelay(broker.port) as relay:
-            config = loads_config(CONFIG.format(ledger=tmp_path / "keel.sqlite", port=relay.port), base_dir=tmp_path)
+            config = loads_config(SERVICE_CONFIG.format(ledger=tmp_path / "keel.sqlite", port=relay.port),
+                                  base_dir=tmp_path)
             service = Service(config, state_dir=tmp_path)
-            done: list[Intent] = []
-            enough = asyncio.Event()
-            on_done = service.on_done
-
-            def counting(intent: Intent, outcome: str) -> None:
-                on_done(intent, outcome)
-                if intent.reason is Reason.THRESHOLD:
-                    done.append(intent)
-                    if len(done) >= 4:
-                        enough.set()
-
-            service.on_done = counting  # type: ignore[method-assign]
+            _, enough = count_done(service, 4, by_threshold)
             fills: set[tuple[str, str]] = set()
-            async with aiomqtt.Client("127.0.0.1", broker.port, username="viewer", password="s3cret-view") as viewer:
+            async with aiomqtt.Client("127.0.0.1", broker.port, username="viewer",
+                                      password=SERVICE_VIEWER_PASSWORD) as viewer:
                 await viewer.subscribe("keel/mq/fill", qos=1)
                 got_all = asyncio.Event()
                 recorded: set[tuple[str, str]] = set()

@@ -19,56 +19,18 @@ import pytest
 from engine.types import Intent
 from ops.config import loads_config
 from ops.service import Service
-from ops.venues.binance_fake import BinanceFake, Fault, SymbolSpec
+from ops.venues.binance_fake import BinanceFake, Fault
 from tests.faults import Recorder, running
+from tests.integration.binance_kit import ccxt_service_toml, keep_prices_in_line, service_fake
+from tests.service_kit import METRICS_OFF_TOML
 
 KEY = "keel-fault-key-3JqW8"
 SECRET = "keel-fault-secret-Vn5Ry"
 P = "cx"
 ASSETS = ("BTC", "ETH", "USDT")
-SPECS = {
-    "BTC-USDT": SymbolSpec(step_size=Decimal("0.00001"), tick_size=Decimal("0.01"), min_notional=Decimal("5")),
-    "ETH-USDT": SymbolSpec(step_size=Decimal("0.0001"), tick_size=Decimal("0.01"), min_notional=Decimal("5")),
-}
-
-CONFIG = """
-[portfolio]
-name = "cx"
-capital = 10000
-[portfolio.targets]
-BTC = 0.5
-ETH = 0.3
-USDT = 0.2
-[rebalance]
-threshold = 0.02
-window_secs = 0.3
-[venue]
-kind = "ccxt"
-exchange = "binance"
-base_url = "{base_url}"
-api_key_env = "KEEL_FAULT_KEY"
-api_secret_env = "KEEL_FAULT_SECRET"
-fee_rate = 0.001
-timeout_secs = 1
-fill_timeout_secs = 1.5
-[venue.symbols.BTC-USDT]
-step_size = 0.00001
-min_notional = 5
-[venue.symbols.ETH-USDT]
-step_size = 0.0001
-min_notional = 5
-[feed]
-source = "sim"
-sim_rate_hz = 50
-sim_swing = 0.15
-speed = 40
-stale_secs = 0
-[ledger]
-path = "{ledger}"
-[metrics]
-enabled = false
-"""
-
+CONFIG = ccxt_service_toml(
+    "cx", METRICS_OFF_TOML, exchange="binance", base_url="{base_url}", api_key_env="KEEL_FAULT_KEY",
+    api_secret_env="KEEL_FAULT_SECRET", fee_rate=0.001, timeout_secs=1, fill_timeout_secs=1.5)
 
 RESTED: list[Any] = []
 
@@ -118,22 +80,6 @@ class Checkpoints:
         return self.done[-1]
 
 
-def keep_prices_in_line(service: Service, fake: BinanceFake) -> None:
-    """The exchange quotes what the feed shows at the moment keel decides."""
-    real = service.dispatch
-
-    def dispatch(intents: list[Intent], cause_ns: int) -> None:
-        book = service.engine.book if service.engine is not None else None
-        if book is not None:
-            for symbol in SPECS:
-                i = book.index(symbol)
-                if book.has_price(i):
-                    fake.set_price(symbol, Decimal(repr(round(book.bid[i], 2))), Decimal(repr(round(book.ask[i], 2))))
-        real(intents, cause_ns)
-
-    service.dispatch = dispatch  # type: ignore[method-assign]
-
-
 async def assert_ledger_matches_exchange(service: Service, fake: BinanceFake, what: str) -> None:
     ledger, engine = service.ledger, service.engine
     assert ledger is not None and engine is not None
@@ -162,7 +108,7 @@ FAULTS: list[tuple[str, Callable[[BinanceFake], None]]] = [
 async def test_venue_faults_mid_run_keep_the_ledger_equal_to_the_exchange(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     RESTED.clear()
-    fake = BinanceFake(KEY, SECRET, {"USDT": Decimal(10000)}, SPECS, fee_rate=Decimal("0.001"))
+    fake = service_fake(KEY, SECRET)
     await fake.start()
     try:
         monkeypatch.setenv("KEEL_FAULT_KEY", KEY)

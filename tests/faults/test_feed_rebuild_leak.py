@@ -5,26 +5,23 @@ soak: RSS must stay flat)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import gc
 import logging
 import platform
 import weakref
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from cryptofeed import FeedHandler
-from cryptofeed.symbols import Symbols
 
 import feeds.cryptofeed_source as cryptofeed_source
 from engine.types import Tick
-from feeds.cryptofeed_source import CryptofeedSource
-from feeds.simulator import ExchangeSimulator, PushSource
+from feeds.simulator import ExchangeSimulator
+from tests.integration.feed_kit import feeding, simulator, source_for
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("clear_symbols")]
 
 SYMBOLS = ("BTC-USDT", "ETH-USDT")
 REBUILDS = 12
@@ -57,23 +54,6 @@ class Built:
         return RecordingFeedHandler
 
 
-@pytest.fixture(autouse=True)
-def clear_symbols() -> Iterator[None]:
-    Symbols.clear()
-    yield
-    Symbols.clear()
-
-
-@contextlib.asynccontextmanager
-async def simulator(cert_dir: Path) -> AsyncIterator[ExchangeSimulator]:
-    sim = ExchangeSimulator(cert_dir=cert_dir, source=PushSource(SYMBOLS), exchanges=("binance",))
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
-
-
 async def one_tick_through(sim: ExchangeSimulator, ticks: asyncio.Queue[Tick], price: float) -> None:
     """Wait for a subscriber, publish one tick, and wait until the source delivered it."""
     await asyncio.wait_for(sim.wait_for_subscribers(1, exchange="binance"), WAIT_SECS)
@@ -99,12 +79,9 @@ async def test_rebuilds_keep_no_feed_alive_and_trim_the_heap_each_time(
         return trims[-1]
 
     monkeypatch.setattr(cryptofeed_source, "release_freed_memory", counted_release)
-    async with simulator(tmp_path / "certs") as sim:
-        source = CryptofeedSource("binance", SYMBOLS, ws_url=sim.ws_url("binance"), rest_url=sim.rest_url("binance"),
-                                  ssl_context=sim.ssl_context_for_clients(), reconnect_max_secs=0.01, stale_secs=30.0)
-        ticks: asyncio.Queue[Tick] = asyncio.Queue()
-        task = asyncio.create_task(source.run(ticks.put_nowait))
-        try:
+    async with simulator(tmp_path / "certs", SYMBOLS, exchanges=("binance",)) as sim:
+        source = source_for(sim, "binance", SYMBOLS, reconnect_max_secs=0.01, stale_secs=30.0)
+        async with feeding(source) as ticks:
             for i in range(REBUILDS):
                 await one_tick_through(sim, ticks, 100.0 + i)
                 assert sim.drop_connections() == 1
@@ -118,10 +95,6 @@ async def test_rebuilds_keep_no_feed_alive_and_trim_the_heap_each_time(
             leftovers = [type(o).__name__ for o in (r() for r in [*built.handlers[:-1], *built.feeds,
                                                                   *built.connections]) if o is not None]
             assert leftovers == [], f"rebuilt feeds left alive: {leftovers}"
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
     if platform.libc_ver()[0] == "glibc":
         assert any(trims), "glibc has malloc_trim: the rebuild must use it"
         assert_large_blocks_are_mmapped()

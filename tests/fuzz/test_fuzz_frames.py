@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -23,13 +23,14 @@ from hypothesis import strategies as st
 
 from engine.types import Tick
 from feeds.cryptofeed_source import CryptofeedSource
-from feeds.simulator import ExchangeSimulator, PushSource
+from feeds.simulator import ExchangeSimulator
 from feeds.simulator.exchange_info import binance_name, kraken_wsname
 from feeds.simulator.kraken import CHANNEL_ID_BASE
 from feeds.simulator.wire import text_frame
 from tests.fuzz import family
+from tests.integration.feed_kit import feeding, simulator, source_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("clear_symbols")]
 
 Exchange = Literal["binance", "kraken"]
 SYMBOLS = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "DOGE-USDT")
@@ -170,36 +171,17 @@ class FuzzSimulator(ExchangeSimulator):
         return len(clients)
 
 
-@pytest.fixture(scope="module")
-def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("fuzz-sim-certs")
-
-
-@pytest.fixture(autouse=True)
-def clear_symbols() -> Iterator[None]:
-    Symbols.clear()
-    yield
-    Symbols.clear()
-
-
 @contextlib.asynccontextmanager
 async def feed(cert_dir: Path, exchange: Exchange) -> AsyncIterator[tuple[FuzzSimulator, CryptofeedSource,
                                                                           asyncio.Queue[Tick]]]:
-    sim = FuzzSimulator(cert_dir=cert_dir, source=PushSource(SYMBOLS))
-    await sim.start()
-    source = CryptofeedSource(exchange, SYMBOLS, ws_url=sim.ws_url(exchange), rest_url=sim.rest_url(exchange),
-                              ssl_context=sim.ssl_context_for_clients(), reconnect_max_secs=0.5)
-    ticks: asyncio.Queue[Tick] = asyncio.Queue()
-    task = asyncio.create_task(source.run(ticks.put_nowait))
-    try:
-        await asyncio.wait_for(sim.wait_for_subscribers(1, exchange=exchange, symbol=SYMBOLS[-1]), WAIT_SECS)
-        yield sim, source, ticks
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        Symbols.clear()
-        await sim.stop()
+    async with simulator(cert_dir, SYMBOLS, kind=FuzzSimulator) as sim:
+        source = source_for(sim, exchange, SYMBOLS, reconnect_max_secs=0.5)
+        try:
+            async with feeding(source) as ticks:
+                await asyncio.wait_for(sim.wait_for_subscribers(1, exchange=exchange, symbol=SYMBOLS[-1]), WAIT_SECS)
+                yield sim, source, ticks
+        finally:
+            Symbols.clear()
 
 
 async def until_sentinel(ticks: asyncio.Queue[Tick]) -> list[Tick]:

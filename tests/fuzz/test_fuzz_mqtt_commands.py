@@ -7,9 +7,7 @@ command), and every valid one into exactly the command it says. Over a real mosq
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -19,8 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ops.config_schema import MqttConfig
-from ops.mqtt import Backoff, MqttBridge
 from ops.mqtt_commands import (
     MAX_COMMAND_BYTES,
     Command,
@@ -36,6 +32,7 @@ from ops.mqtt_commands import (
     parse_command,
 )
 from tests.fuzz import family
+from tests.integration.mqtt_kit import USERS, fast_bridge, mqtt_config, running
 from tests.integration.services import HOST, mosquitto
 
 ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
@@ -222,20 +219,16 @@ BROKER_SAMPLE = [
 @pytest.mark.asyncio
 @pytest.mark.timeout(60)
 async def test_over_a_real_broker_bad_commands_are_answered_and_never_handled() -> None:
-    users = {"keel": "keel-pw", "ops": "ops-pw"}
     good = b'{"id": "good-1", "cmd": "pause"}'
-    with mosquitto(users=users) as broker:
-        async with aiomqtt.Client(HOST, broker.port, username="ops", password=users["ops"]) as ops:
+    with mosquitto(users=USERS) as broker:
+        async with aiomqtt.Client(HOST, broker.port, username="operator", password=USERS["operator"]) as ops:
             # A retained command waits at the broker: the bridge gets it on subscribe and must refuse it.
             await ops.publish("keel/core/cmd", b'{"id": "retained-1", "cmd": "rebalance"}', qos=1, retain=True)
             await ops.subscribe("keel/+/cmd/result", qos=1)
             handler = RecordingHandler()
-            config = MqttConfig(enabled=True, host=HOST, port=broker.port, client_id=f"fuzz-{uuid.uuid4().hex[:8]}")
-            bridge = MqttBridge(config, username="keel", password=users["keel"], portfolios=["core"],
-                                snapshots=list, outbox=NoOutbox(), commands=handler,
-                                backoff=Backoff(initial_secs=0.05, cap_secs=0.2), keepalive_secs=5, timeout_secs=3.0)
-            task = asyncio.create_task(bridge.run())
-            try:
+            bridge = fast_bridge(mqtt_config(broker.port, "fuzz"), portfolios=["core"], snapshots=list,
+                                 outbox=NoOutbox(), commands=handler)
+            async with running(bridge):
                 await bridge.wait_until(lambda: bridge.connected, 10.0)
                 for payload in BROKER_SAMPLE:
                     await ops.publish("keel/core/cmd", payload, qos=1)
@@ -247,10 +240,6 @@ async def test_over_a_real_broker_bad_commands_are_answered_and_never_handled() 
                         answers.append((str(message.topic), orjson.loads(message.payload)))  # type: ignore[arg-type]
                         if answers[-1][1]["id"] == "good-1" and answers[-1][0] == "keel/core/cmd/result":
                             break
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
     tally = family("mqtt")
     refused = [a for a in answers if not a[1]["ok"]]
     tally.tried += len(BROKER_SAMPLE) + 3

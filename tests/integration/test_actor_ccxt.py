@@ -12,7 +12,7 @@ from engine.execution import client_order_id
 from engine.types import Order, Side
 from ops.actor_messages import ExecuteIntent
 from ops.ledger_ops import PutIntent, PutOrders
-from ops.venues.binance_fake import ORDER, BinanceFake, Fault, SymbolSpec
+from ops.venues.binance_fake import ORDER, BinanceFake, Fault
 from ops.venues.ccxt_venue import CcxtVenue
 from tests.integration.actor_kit import (
     FEE,
@@ -29,6 +29,7 @@ from tests.integration.actor_kit import (
     running,
     sell,
 )
+from tests.integration.binance_kit import quoting, spot_specs
 
 # ccxt venue against the fake Binance ----------------------------------------------------------------
 
@@ -38,15 +39,9 @@ SECRET = "keel-actor-secret-9WmZ4"
 
 @pytest_asyncio.fixture
 async def fake() -> AsyncIterator[BinanceFake]:
-    server = BinanceFake(KEY, SECRET, dict(START), {
-        "BTC-USDT": SymbolSpec(step_size=Decimal("0.00001"), tick_size=Decimal("0.01"), min_notional=Decimal("5")),
-        "ETH-USDT": SymbolSpec(step_size=Decimal("0.0001"), tick_size=Decimal("0.01"), min_notional=Decimal("10")),
-    }, fee_rate=FEE)
-    await server.start()
-    server.set_price("BTC-USDT", "50000", "50010")
-    server.set_price("ETH-USDT", "3000", "3001")
-    yield server
-    await server.stop()
+    """The fake Binance holding the actor's START balances, quoting both symbols."""
+    async with quoting(BinanceFake(KEY, SECRET, dict(START), spot_specs("10"), fee_rate=FEE)) as server:
+        yield server
 
 
 @pytest_asyncio.fixture

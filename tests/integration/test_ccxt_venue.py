@@ -21,7 +21,7 @@ from ops.venues.base import (
     VenueError,
     VenueUnavailable,
 )
-from ops.venues.binance_fake import QUERY_ORDER, BinanceFake, Fault, SymbolSpec
+from ops.venues.binance_fake import QUERY_ORDER, BinanceFake, Fault
 from ops.venues.binance_fake.faults import FillTweaks
 from ops.venues.ccxt_venue import (
     CcxtVenue,
@@ -30,21 +30,10 @@ from ops.venues.ccxt_venue import (
     from_ccxt_symbol,
     to_ccxt_symbol,
 )
+from tests.integration.binance_kit import quoting, spot_specs
 
 KEY = "keel-test-key-Q7vX2mNpL4"
 SECRET = "keel-test-secret-Zr8TbW3yK1"
-
-
-def make_fake() -> BinanceFake:
-    return BinanceFake(
-        KEY,
-        SECRET,
-        {"USDT": Decimal("10000"), "BTC": Decimal("1")},
-        {
-            "BTC-USDT": SymbolSpec(step_size=Decimal("0.00001"), tick_size=Decimal("0.01"), min_notional=Decimal("5")),
-            "ETH-USDT": SymbolSpec(step_size=Decimal("0.0001"), tick_size=Decimal("0.01"), min_notional=Decimal("10")),
-        },
-    )
 
 
 def make_venue(fake: BinanceFake, **overrides: Any) -> CcxtVenue:
@@ -58,12 +47,9 @@ def make_order(cid: str, side: Side, quantity: str, symbol: str = "BTC-USDT", **
 
 @pytest_asyncio.fixture
 async def fake() -> AsyncIterator[BinanceFake]:
-    server = make_fake()
-    await server.start()
-    server.set_price("BTC-USDT", "50000", "50010")
-    server.set_price("ETH-USDT", "3000", "3001")
-    yield server
-    await server.stop()
+    balances = {"USDT": Decimal("10000"), "BTC": Decimal("1")}
+    async with quoting(BinanceFake(KEY, SECRET, balances, spot_specs("10"))) as server:
+        yield server
 
 
 @pytest_asyncio.fixture

@@ -7,40 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from engine.types import Intent
 from feeds.files import read_ticks
 from ops.backtest import intent_record, run_backtest
 from ops.config import loads_config
 from ops.ledger_read import ledger_intents
 from ops.service import Service
+from tests.service_kit import (
+    LEDGER_TOML,
+    METRICS_OFF_TOML,
+    completed,
+    count_done,
+    portfolio_toml,
+    sim_feed_toml,
+)
 
-CONFIG = """
-[portfolio]
-name = "gold"
-capital = 10000
-[portfolio.targets]
-BTC = 0.4
-ETH = 0.3
-SOL = 0.1
-USDT = 0.2
-[rebalance]
-threshold = 0.02
-window_secs = 1
-[venue]
-kind = "paper"
-fee_rate = 0.001
-[feed]
-source = "sim"
-sim_rate_hz = 150
-sim_swing = 0.12
-speed = 40
-stale_secs = 0
-outlier_fraction = 0.2
-[ledger]
-path = "{ledger}"
-[metrics]
-enabled = false
-"""
+CONFIG = (portfolio_toml("gold", threshold=0.02, window_secs=1) + '[venue]\nkind = "paper"\nfee_rate = 0.001\n'
+          + sim_feed_toml(sim_rate_hz=150, sim_swing=0.12, speed=40, stale_secs=0, outlier_fraction=0.2)
+          + LEDGER_TOML + METRICS_OFF_TOML)
 
 
 @pytest.mark.asyncio
@@ -50,18 +33,7 @@ async def test_a_recorded_live_run_replays_to_the_same_intents(tmp_path: Path) -
     record = tmp_path / "ticks.jsonl"
     service = Service(config, record=record, state_dir=tmp_path)
     stop = asyncio.Event()
-    done: list[Intent] = []
-    enough = asyncio.Event()
-    on_done = service.on_done
-
-    def counting_done(intent: Intent, outcome: str) -> None:
-        on_done(intent, outcome)
-        if outcome == "complete":
-            done.append(intent)
-        if len(done) >= 5:
-            enough.set()
-
-    service.on_done = counting_done  # type: ignore[method-assign]
+    done, enough = count_done(service, 5, completed)
     task = asyncio.create_task(service.run(stop))
     await asyncio.wait_for(enough.wait(), timeout=90)
     stop.set()

@@ -5,65 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from decimal import Decimal
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
-from engine.types import Intent
 from ops.config import loads_config
 from ops.metrics import PrometheusSensor
 from ops.service import Service
-from ops.venues.binance_fake import BinanceFake
-from tests.faults.test_fault_venue_service import SPECS, keep_prices_in_line
-from tests.integration.services import mosquitto
-from tests.integration.test_alert_e2e import free_port
+from tests.integration.binance_kit import ccxt_service_toml, keep_prices_in_line, service_fake
+from tests.integration.services import free_port, mosquitto
+from tests.service_kit import by_threshold, count_done
 
 pytestmark = pytest.mark.services
 
 KEY = "KEELFAKEKEY7f3a9c1e2d4b"
 SECRET = "KEELFAKESECRETq8w7e6r5t4y3"
 MQTT_PASSWORD = "KEELFAKEMQTTPASS55a1"
-CONFIG = """
-[portfolio]
-name = "sec"
-capital = 10000
-[portfolio.targets]
-BTC = 0.5
-ETH = 0.3
-USDT = 0.2
-[rebalance]
-threshold = 0.02
-window_secs = 0.3
-[venue]
-kind = "ccxt"
-base_url = "{base_url}"
-api_key_env = "KEEL_SEC_KEY"
-api_secret_env = "KEEL_SEC_SECRET"
-timeout_secs = 2
-[venue.symbols.BTC-USDT]
-step_size = 0.00001
-min_notional = 5
-[venue.symbols.ETH-USDT]
-step_size = 0.0001
-min_notional = 5
-[feed]
-source = "sim"
-sim_rate_hz = 50
-sim_swing = 0.15
-speed = 40
-stale_secs = 0
-[ledger]
-path = "{ledger}"
-[metrics]
-port = {metrics_port}
-[mqtt]
-enabled = true
-port = {mqtt_port}
-username_env = "KEEL_SEC_MQTT_USER"
-password_env = "KEEL_SEC_MQTT_PASS"
-"""
+CONFIG = ccxt_service_toml(
+    "sec", "[metrics]\nport = {metrics_port}\n[mqtt]\nenabled = true\nport = {mqtt_port}\n"
+    'username_env = "KEEL_SEC_MQTT_USER"\npassword_env = "KEEL_SEC_MQTT_PASS"\n',
+    base_url="{base_url}", api_key_env="KEEL_SEC_KEY", api_secret_env="KEEL_SEC_SECRET", timeout_secs=2)
 
 
 @pytest.mark.asyncio
@@ -75,7 +37,7 @@ async def test_keys_never_reach_logs_metrics_mqtt_or_the_ledger(
     monkeypatch.setenv("KEEL_SEC_SECRET", SECRET)
     monkeypatch.setenv("KEEL_SEC_MQTT_USER", "keel")
     monkeypatch.setenv("KEEL_SEC_MQTT_PASS", MQTT_PASSWORD)
-    fake = BinanceFake(KEY, SECRET, {"USDT": Decimal(10000)}, SPECS, fee_rate=Decimal("0.001"))
+    fake = service_fake(KEY, SECRET)
     base_url = await fake.start()
     metrics_port = free_port()
     messages: list[bytes] = []
@@ -86,15 +48,7 @@ async def test_keys_never_reach_logs_metrics_mqtt_or_the_ledger(
                                                 metrics_port=metrics_port, mqtt_port=broker.port), base_dir=tmp_path)
             service = Service(config, sensor=PrometheusSensor(), record=tmp_path / "ticks.jsonl", state_dir=tmp_path)
             keep_prices_in_line(service, fake)
-            traded = asyncio.Event()
-            on_done = service.on_done
-
-            def done(intent: Intent, outcome: str) -> None:
-                on_done(intent, outcome)
-                if intent.reason.value == "threshold":
-                    traded.set()
-
-            service.on_done = done  # type: ignore[method-assign]
+            _, traded = count_done(service, 1, by_threshold)
             async with aiomqtt.Client("127.0.0.1", broker.port, username="viewer", password="viewer-pass") as viewer:
                 await viewer.subscribe("keel/#")
 

@@ -13,30 +13,10 @@ from ops.config import loads_config
 from ops.mqtt_commands import Deposit, Pause, Rebalance, Resume, Terminate, Withdraw
 from ops.service import Service
 from ops.service_commands import ServiceCommands
+from tests.service_kit import LEDGER_TOML, METRICS_OFF_TOML, SPOT_TARGETS, portfolio_toml, sim_feed_toml
 
-CONFIG = """
-[portfolio]
-name = "life"
-capital = 10000
-[portfolio.targets]
-BTC = 0.5
-ETH = 0.3
-USDT = 0.2
-[rebalance]
-threshold = 0.05
-window_secs = 600
-[venue]
-fee_rate = 0.001
-[feed]
-source = "sim"
-sim_rate_hz = 40
-sim_swing = 0.01
-stale_secs = 0
-[ledger]
-path = "{ledger}"
-[metrics]
-enabled = false
-"""
+CONFIG = (portfolio_toml("life", targets=SPOT_TARGETS, threshold=0.05, window_secs=600) + "[venue]\nfee_rate = 0.001\n"
+          + sim_feed_toml(sim_rate_hz=40, sim_swing=0.01, stale_secs=0) + LEDGER_TOML + METRICS_OFF_TOML)
 
 
 async def until_done(service: Service, reason: Reason, within: float = 20) -> Intent:

@@ -9,77 +9,27 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from engine.types import Intent, Reason
 from ops.config import loads_config
 from ops.service import Service
-from tests.integration.services import mosquitto
+from tests.integration.mqtt_kit import SERVICE_CONFIG, SERVICE_VIEWER_PASSWORD, service_broker
+from tests.service_kit import by_threshold, count_done
 
 pytestmark = pytest.mark.services
-
-ACL = """user keel
-topic readwrite keel/#
-
-user viewer
-topic read keel/#
-topic write keel/+/cmd
-"""
-
-CONFIG = """
-[portfolio]
-name = "mq"
-capital = 10000
-[portfolio.targets]
-BTC = 0.4
-ETH = 0.3
-SOL = 0.1
-USDT = 0.2
-[rebalance]
-threshold = 0.02
-window_secs = 1
-[venue]
-fee_rate = 0.001
-[feed]
-source = "sim"
-sim_rate_hz = 150
-sim_swing = 0.12
-speed = 40
-stale_secs = 0
-[ledger]
-path = "{ledger}"
-[metrics]
-enabled = false
-[mqtt]
-enabled = true
-port = {port}
-drift_interval_secs = 0.2
-"""
 
 
 @pytest.mark.asyncio
 @pytest.mark.timeout(120)
 async def test_fills_state_and_commands_over_a_real_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KEEL_MQTT_USERNAME", "keel")
-    monkeypatch.setenv("KEEL_MQTT_PASSWORD", "s3cret-keel")
-    with mosquitto(users={"keel": "s3cret-keel", "viewer": "s3cret-view"}, acl=ACL) as broker:
-        config = loads_config(CONFIG.format(ledger=tmp_path / "keel.sqlite", port=broker.port), base_dir=tmp_path)
+    with service_broker(monkeypatch) as broker:
+        config = loads_config(SERVICE_CONFIG.format(ledger=tmp_path / "keel.sqlite", port=broker.port),
+                              base_dir=tmp_path)
         service = Service(config, state_dir=tmp_path)
         stop = asyncio.Event()
-        done: list[Intent] = []
-        enough = asyncio.Event()
-        on_done = service.on_done
-
-        def counting(intent: Intent, outcome: str) -> None:
-            on_done(intent, outcome)
-            if intent.reason is Reason.THRESHOLD:
-                done.append(intent)
-                if len(done) >= 2:
-                    enough.set()
-
-        service.on_done = counting  # type: ignore[method-assign]
+        _, enough = count_done(service, 2, by_threshold)
         fills: list[dict] = []
         results: asyncio.Queue[dict] = asyncio.Queue()
         state_seen = asyncio.Event()
-        async with aiomqtt.Client("127.0.0.1", broker.port, username="viewer", password="s3cret-view",
+        async with aiomqtt.Client("127.0.0.1", broker.port, username="viewer", password=SERVICE_VIEWER_PASSWORD,
                                   identifier="viewer") as viewer:
             await viewer.subscribe("keel/#", qos=1)
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,62 +22,23 @@ from feeds.simulator import (
     PushSource,
     ReplaySource,
     SyntheticSource,
-    TickSource,
     run_exchange_sim,
 )
 from feeds.simulator.certs import client_ssl_context
+from tests.integration.feed_kit import feeding, simulator, source_for
+from tests.integration.services import free_port
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("clear_symbols")]
 
 EXCHANGES = ("binance", "kraken")
 SYMBOLS = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "DOGE-USDT")
 WAIT = 10.0
 
 
-@pytest.fixture(scope="module")
-def cert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("sim-certs")
-
-
-@pytest.fixture(autouse=True)
-def clear_symbols() -> Iterator[None]:
-    Symbols.clear()
-    yield
-    Symbols.clear()
-
-
-@contextlib.asynccontextmanager
-async def simulator(cert_dir: Path, source: TickSource | None = None) -> AsyncIterator[ExchangeSimulator]:
-    sim = ExchangeSimulator(cert_dir=cert_dir, source=source or PushSource(SYMBOLS))
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
-
-
 @pytest_asyncio.fixture
 async def sim(cert_dir: Path) -> AsyncIterator[ExchangeSimulator]:
-    async with simulator(cert_dir) as s:
+    async with simulator(cert_dir, SYMBOLS) as s:
         yield s
-
-
-def make_source(sim: ExchangeSimulator, exchange: Any, symbols: tuple[str, ...] = SYMBOLS,
-                **kwargs: Any) -> CryptofeedSource:
-    return CryptofeedSource(exchange, symbols, ws_url=sim.ws_url(exchange), rest_url=sim.rest_url(exchange),
-                            ssl_context=sim.ssl_context_for_clients(), **kwargs)
-
-
-@contextlib.asynccontextmanager
-async def running(source: CryptofeedSource) -> AsyncIterator[asyncio.Queue[Tick]]:
-    ticks: asyncio.Queue[Tick] = asyncio.Queue()
-    task = asyncio.create_task(source.run(ticks.put_nowait))
-    try:
-        yield ticks
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def next_tick(ticks: asyncio.Queue[Tick]) -> Tick:
@@ -103,8 +63,8 @@ async def test_published_ticks_arrive_exactly(sim: ExchangeSimulator, exchange: 
         Tick("SOL-USDT", 123456789.123, 123456789.125, 0, 0),
         Tick("BTC-USDT", 42001.5, 42001.5, 0, 0),  # a locked book is a valid tick
     ]
-    source = make_source(sim, exchange)
-    async with running(source) as ticks:
+    source = source_for(sim, exchange, SYMBOLS)
+    async with feeding(source) as ticks:
         await subscribed(sim, exchange)
         before = time.time_ns()
         for t in sent:
@@ -123,7 +83,7 @@ async def test_published_ticks_arrive_exactly(sim: ExchangeSimulator, exchange: 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("exchange", EXCHANGES)
 async def test_spike_multiplies_the_next_frame_only(sim: ExchangeSimulator, exchange: str) -> None:
-    async with running(make_source(sim, exchange)) as ticks:
+    async with feeding(source_for(sim, exchange, SYMBOLS)) as ticks:
         await subscribed(sim, exchange)
         sim.spike("ETH-USDT", 2.0)
         await sim.publish(Tick("ETH-USDT", 2000.25, 2000.5, 0, 0))
@@ -138,8 +98,8 @@ async def test_spike_multiplies_the_next_frame_only(sim: ExchangeSimulator, exch
 @pytest.mark.parametrize("exchange", EXCHANGES)
 async def test_reconnects_after_drop_connections(sim: ExchangeSimulator, exchange: str) -> None:
     reconnected = asyncio.Event()
-    source = make_source(sim, exchange, on_reconnect=reconnected.set, reconnect_max_secs=1.0)
-    async with running(source) as ticks:
+    source = source_for(sim, exchange, SYMBOLS, on_reconnect=reconnected.set, reconnect_max_secs=1.0)
+    async with feeding(source) as ticks:
         await subscribed(sim, exchange)
         await sim.publish(Tick("BTC-USDT", 100.0, 101.0, 0, 0))
         assert (await next_tick(ticks)).bid == 100.0
@@ -158,8 +118,8 @@ async def test_reconnects_after_drop_connections(sim: ExchangeSimulator, exchang
 @pytest.mark.parametrize("exchange", EXCHANGES)
 async def test_garbage_and_bad_prices_are_counted_and_dropped(sim: ExchangeSimulator, exchange: str) -> None:
     reasons: list[str] = []
-    source = make_source(sim, exchange, on_bad_frame=reasons.append)
-    async with running(source) as ticks:
+    source = source_for(sim, exchange, SYMBOLS, on_bad_frame=reasons.append)
+    async with feeding(source) as ticks:
         await subscribed(sim, exchange)
         sim.send_garbage(6)  # every kind once: broken JSON, missing fields, bad numbers, wrong shapes
         sim.cross("BTC-USDT")
@@ -188,7 +148,7 @@ async def test_a_raising_tick_sink_never_drops_the_websocket(sim: ExchangeSimula
         if len(got) == 1:
             raise RuntimeError("engine hiccup")
 
-    source = make_source(sim, "binance")
+    source = source_for(sim, "binance", SYMBOLS)
     task = asyncio.create_task(source.run(sink))
     try:
         await subscribed(sim, "binance")
@@ -219,7 +179,7 @@ async def test_symbols_are_seeded_without_calling_a_real_exchange(
     # No rest_url: the production path, which builds the document from the configured symbols.
     source = CryptofeedSource(exchange, SYMBOLS, ws_url=sim.ws_url(exchange),  # type: ignore[arg-type]
                               ssl_context=sim.ssl_context_for_clients())
-    async with running(source) as ticks:
+    async with feeding(source) as ticks:
         await subscribed(sim, exchange)
         await sim.publish(Tick("DOGE-USDT", 0.08, 0.0801, 0, 0))
         assert (await next_tick(ticks)).symbol == "DOGE-USDT"
@@ -231,7 +191,7 @@ async def test_symbols_are_seeded_without_calling_a_real_exchange(
 
 @pytest.mark.asyncio
 async def test_a_symbol_the_venue_does_not_list_is_a_config_error(sim: ExchangeSimulator) -> None:
-    source = make_source(sim, "kraken", symbols=("BTC-USDT", "PEPE-USDT"))
+    source = source_for(sim, "kraken", ("BTC-USDT", "PEPE-USDT"))
     with pytest.raises(FeedConfigError, match="PEPE-USDT"):
         await asyncio.wait_for(source.run(lambda tick: None), WAIT)
 
@@ -242,7 +202,8 @@ async def test_synthetic_market_arrives_bit_for_bit(cert_dir: Path, exchange: st
     market = SyntheticSource(SYMBOLS[:3], seed=7, rate_hz=2000.0, swing=0.05, swing_period_secs=1.0)
     expected = list(next(iter(SyntheticSource(SYMBOLS[:3], seed=7, rate_hz=2000.0, swing=0.05, swing_period_secs=1.0).chunks()))
                     .columns.ticks())[:60]
-    async with simulator(cert_dir, market) as sim, running(make_source(sim, exchange, SYMBOLS[:3])) as ticks:
+    async with (simulator(cert_dir, SYMBOLS, market) as sim,
+                feeding(source_for(sim, exchange, SYMBOLS[:3])) as ticks):
         got = [await next_tick(ticks) for _ in expected]
     assert all(same(w, h) for w, h in zip(expected, got, strict=True))
 
@@ -251,7 +212,8 @@ async def test_synthetic_market_arrives_bit_for_bit(cert_dir: Path, exchange: st
 async def test_replay_as_fast_as_possible_keeps_order_and_prices(cert_dir: Path) -> None:
     rows = [Tick(SYMBOLS[i % 3], 100.0 + i * 0.01, 100.5 + i * 0.01, i, 1_000 + i) for i in range(3000)]
     replay = ReplaySource(TickColumns.from_ticks(rows), speed=float("inf"))
-    async with simulator(cert_dir, replay) as sim, running(make_source(sim, "binance", SYMBOLS[:3])) as ticks:
+    async with (simulator(cert_dir, SYMBOLS, replay) as sim,
+                feeding(source_for(sim, "binance", SYMBOLS[:3])) as ticks):
         got = [await next_tick(ticks) for _ in rows]
     assert all(same(w, h) for w, h in zip(rows, got, strict=True))
     assert sim.stats.frames_sent == len(rows)
@@ -271,12 +233,6 @@ async def test_rest_serves_exchange_info_and_refuses_unknown_paths(sim: Exchange
     assert status == 404
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.asyncio
 async def test_run_exchange_sim_replays_a_recorded_file(cert_dir: Path, tmp_path: Path) -> None:
     recorded = [Tick(SYMBOLS[i % 2], 50.0 + i / 3, 50.5 + i / 3, 10 * i, 10 * i + 1) for i in range(40)]
@@ -291,7 +247,7 @@ async def test_run_exchange_sim_replays_a_recorded_file(cert_dir: Path, tmp_path
     source = CryptofeedSource("kraken", SYMBOLS[:2], ws_url=f"wss://{base}", rest_url=f"https://{base}",
                               ssl_context=client_ssl_context(cert_dir), reconnect_max_secs=0.5)
     try:
-        async with running(source) as ticks:
+        async with feeding(source) as ticks:
             got = [await next_tick(ticks) for _ in recorded]
     finally:
         stop.set()
@@ -306,7 +262,7 @@ async def test_feed_keeps_retrying_until_the_exchange_comes_back(cert_dir: Path)
     source = CryptofeedSource("binance", SYMBOLS, ws_url=f"wss://127.0.0.1:{port}/binance",
                               rest_url=f"https://127.0.0.1:{port}/binance", ssl_context=client_ssl_context(cert_dir),
                               reconnect_max_secs=0.3, on_reconnect=reconnecting.set)
-    async with running(source) as ticks:
+    async with feeding(source) as ticks:
         await asyncio.wait_for(reconnecting.wait(), WAIT)  # nothing listens yet: the first attempt failed
         sim = ExchangeSimulator(port=port, cert_dir=cert_dir, source=PushSource(SYMBOLS))
         await sim.start()
