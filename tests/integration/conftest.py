@@ -9,7 +9,7 @@ import pytest_asyncio
 
 from ops.ledger import Ledger
 from tests.integration.actor_kit import WatchedLedger, open_ledger
-from tests.integration.mqtt_kit import ACL, USERS, Broker, broker_dir
+from tests.integration.mqtt_kit import ACL, USERS, Broker, Clock, broker_dir
 
 
 @pytest_asyncio.fixture
@@ -36,6 +36,22 @@ def broker() -> Iterator[Broker]:
 async def outbox(tmp_path: Path) -> AsyncIterator[Ledger]:
     """The real ledger (SQLite) as the MQTT bridge's outbox."""
     ledger = await Ledger.open(tmp_path / "l.sqlite")
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A clock the test moves, for `clocked_outbox`."""
+    return Clock()
+
+
+@pytest_asyncio.fixture
+async def clocked_outbox(tmp_path: Path, clock: Clock) -> AsyncIterator[Ledger]:
+    """The real ledger (SQLite) as the bridge's outbox, its times taken from `clock`."""
+    ledger = await Ledger.open(tmp_path / "keel.sqlite", clock_ns=clock)
     try:
         yield ledger
     finally:

@@ -162,6 +162,27 @@ class Watcher:
 
 # ----- the bridge and its collaborators -----
 
+T0 = 1_700_000_000_000_000_000
+
+
+class Clock:
+    """The ledger's (and a collector's) clock, moved by the test: it stamps created_ns and published_ns."""
+
+    def __init__(self) -> None:
+        self.now_ns = T0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+class NoCommands:
+    """A command handler for bridges whose tests send no command: it refuses every one."""
+
+    async def handle(self, portfolio: str, command: Command) -> CommandResult:
+        """Refuse."""
+        return CommandResult(False, "no commands here")
+
+
 class Handler:
     """Records each command; ids starting `no` answer ok=False, `boom` raise."""
 

@@ -30,7 +30,7 @@ from ops.metrics import (
 )
 from ops.metrics_mqtt import MqttCollector
 from ops.mqtt import MqttBridge
-from ops.mqtt_commands import Command, CommandResult
+from tests.integration.mqtt_kit import NoCommands
 from tests.integration.services import (
     REPO,
     RULES_YML,
@@ -177,11 +177,6 @@ def feed_events(sensor: PrometheusSensor, round_no: int) -> None:
         sensor.on_trigger_state(portfolio, "cooldown")
     sensor.on_ledger_commit(rows=4, seconds=0.003)
     sensor.on_ledger_commit(rows=1, seconds=0.0004)
-
-
-class NoCommands:
-    async def handle(self, portfolio: str, command: Command) -> CommandResult:
-        return CommandResult(False, "no commands here")
 
 
 async def publish_events(ledger: Ledger, bridge: MqttBridge, n: int) -> None:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import pytest_asyncio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -20,46 +18,22 @@ from ops.ledger import Ledger
 from ops.metrics import PrometheusSensor
 from ops.metrics_mqtt import MqttCollector
 from ops.mqtt import Backoff, MqttBridge
-from ops.mqtt_commands import Command, CommandResult
 from ops.service import Service
+from tests.integration.mqtt_kit import T0, Clock, NoCommands
 from tests.integration.services import HOST, free_port, mosquitto
 
 pytestmark = pytest.mark.timeout(90)
 
-T0 = 1_700_000_000_000_000_000
 SEC_NS = 1_000_000_000
 WAIT_SECS = 10.0
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-class Clock:
-    """The ledger's and the collector's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now_ns = T0
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-
-class NoCommands:
-    async def handle(self, portfolio: str, command: Command) -> CommandResult:
-        return CommandResult(False, "no commands here")
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest_asyncio.fixture
-async def ledger(tmp_path: Path, clock: Clock) -> AsyncIterator[Ledger]:
-    book = await Ledger.open(tmp_path / "keel.sqlite", clock_ns=clock)
-    try:
-        yield book
-    finally:
-        await book.close()
+def ledger(clocked_outbox: Ledger) -> Ledger:
+    """The outbox on the clock the test moves."""
+    return clocked_outbox
 
 
 def parse(text: str) -> Samples:

@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from engine.sensor import Sensor
 from ops.config_schema import MqttConfig
 from ops.ledger import Ledger, LedgerInputError
 from ops.ledger_ops import PruneOutbox
 from ops.mqtt import Backoff, MqttBridge
-from ops.mqtt_commands import Command, CommandResult
+from tests.integration.mqtt_kit import T0, Clock, NoCommands
 from tests.integration.services import HOST, free_port, mosquitto
 
 pytestmark = pytest.mark.timeout(60)
 
-T0 = 1_700_000_000_000_000_000
 HOUR_NS = 3_600_000_000_000
 WAIT_SECS = 10.0
-
-
-class Clock:
-    """The ledger's clock, moved by the test (it stamps created_ns and published_ns)."""
-
-    def __init__(self) -> None:
-        self.now_ns = T0
-
-    def __call__(self) -> int:
-        return self.now_ns
 
 
 class CommitRows(Sensor):
@@ -46,17 +33,9 @@ class CommitRows(Sensor):
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest_asyncio.fixture
-async def ledger(tmp_path: Path, clock: Clock) -> AsyncIterator[Ledger]:
-    book = await Ledger.open(tmp_path / "keel.sqlite", clock_ns=clock)
-    try:
-        yield book
-    finally:
-        await book.close()
+def ledger(clocked_outbox: Ledger) -> Ledger:
+    """The outbox on the clock the test moves."""
+    return clocked_outbox
 
 
 def outbox_rows(path: Path) -> list[tuple[int, bytes, int | None]]:
@@ -128,11 +107,6 @@ async def test_pruning_goes_in_bounded_batches_and_lets_other_writes_through(tmp
         assert all(published is None for _, _, published in left)
     finally:
         await ledger.close()
-
-
-class NoCommands:
-    async def handle(self, portfolio: str, command: Command) -> CommandResult:
-        return CommandResult(False, "no commands here")
 
 
 def bridge_for(port: int, ledger: Ledger, retention_secs: float) -> MqttBridge:
