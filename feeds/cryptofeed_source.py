@@ -1,4 +1,4 @@
-"""Live ticks from cryptofeed 2.4.1 (Binance spot bookTicker, Kraken v1 ticker), supervised.
+"""Live ticks from cryptofeed 2.4.1 (Binance spot bookTicker, Kraken v1 ticker, OKX v5 tickers), supervised.
 
 cryptofeed's own reconnect backoff doubles without a cap, its feed dies silently after `retries`, and its
 watchdog never notices a feed that is silent from the start. So each feed is built with `retries=0` and no
@@ -21,24 +21,27 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 import orjson
 from cryptofeed import FeedHandler
 from cryptofeed.connection import WebsocketEndpoint
 from cryptofeed.defines import TICKER
-from cryptofeed.exchanges import Binance, Kraken
+from cryptofeed.exchanges import OKX, Binance, Kraken
 from cryptofeed.feed import Feed
 from cryptofeed.symbols import Symbols
 
 from engine.types import Tick, new_tick, split_symbol
-from feeds.simulator.exchange_info import exchange_info, exchange_info_path
+from feeds.simulator.exchange_info import Exchange, exchange_info, exchange_info_path
 
 log = logging.getLogger(__name__)
 
 CRYPTOFEED_CONFIG: dict[str, Any] = {"uvloop": False, "log": {"disabled": True}}
-FEED_CLASSES: dict[str, type[Feed]] = {"binance": Binance, "kraken": Kraken}
+FEED_CLASSES: dict[str, type[Feed]] = {"binance": Binance, "kraken": Kraken, "okx": OKX}
+# cryptofeed reads OKX symbols from five REST routes (spot, swap, futures, two option families) and hands its
+# parser the list of documents; keel serves the spot one only, so it is wrapped in a list of one.
+_LIST_OF_DOCUMENTS = frozenset({"okx"})
 BACKOFF_BASE_SECS = 0.5
 MAX_QUEUE_FRAMES = 4096
 CLOSE_TIMEOUT_SECS = 2.0
@@ -95,7 +98,7 @@ async def fetch_exchange_info(url: str, ssl_context: ssl.SSLContext | None) -> A
 def seed_symbols(exchange: str, document: Any) -> dict[str, str]:
     """Load cryptofeed's process-global `Symbols` for `exchange` from its exchange-info document."""
     cls = FEED_CLASSES[exchange]
-    normalized, info = cls._parse_symbol_data(document)
+    normalized, info = cls._parse_symbol_data([document] if exchange in _LIST_OF_DOCUMENTS else document)
     Symbols.set(cls.id, normalized, info)
     return dict(normalized)
 
@@ -105,7 +108,7 @@ class CryptofeedSource:
 
     def __init__(
         self,
-        exchange: Literal["binance", "kraken"],
+        exchange: Exchange,
         symbols: Sequence[str],
         *,
         ws_url: str | None = None,
@@ -196,15 +199,8 @@ class CryptofeedSource:
         cls = FEED_CLASSES[self.exchange]
         feed = cls(symbols=list(self.symbols), channels=[TICKER], callbacks={TICKER: self._on_ticker},
                    config=CRYPTOFEED_CONFIG, retries=0, timeout=-1)
-        default = cls.websocket_endpoints[0]
-        options: dict[str, Any] = {"max_queue": MAX_QUEUE_FRAMES, "close_timeout": CLOSE_TIMEOUT_SECS}
-        if self.ws_url is not None:
-            options["proxy"] = None
-        if self.ssl_context is not None:
-            options["ssl"] = self.ssl_context
-        feed.websocket_endpoints = [WebsocketEndpoint(
-            self.ws_url or default.address, sandbox=default.sandbox, limit=default.limit, options=options,
-        )]
+        endpoint = self.websocket_endpoint()
+        feed.websocket_endpoints = [endpoint]
         # Instance attributes: cryptofeed binds these when it connects, so the wrappers see every frame.
         feed.message_handler = self._guard_frames(feed.message_handler)
         feed.subscribe = self._guard_reconnects(feed.subscribe)
@@ -215,9 +211,20 @@ class CryptofeedSource:
         fh = FeedHandler(config=CRYPTOFEED_CONFIG)
         fh.add_feed(feed)
         fh.run(start_loop=False, install_signal_handlers=False)
-        log.info("%s feed started for %s at %s", self.exchange, ", ".join(self.symbols),
-                 self.ws_url or default.address)
+        log.info("%s feed started for %s at %s", self.exchange, ", ".join(self.symbols), endpoint.address)
         return fh, feed
+
+    def websocket_endpoint(self) -> WebsocketEndpoint:
+        """The one public websocket this feed connects to: `ws_url`, or the exchange's own public endpoint."""
+        default = FEED_CLASSES[self.exchange].websocket_endpoints[0]
+        options: dict[str, Any] = dict(default.options or {})  # OKX's turns compression off
+        options.update(max_queue=MAX_QUEUE_FRAMES, close_timeout=CLOSE_TIMEOUT_SECS)
+        if self.ws_url is not None:
+            options["proxy"] = None
+        if self.ssl_context is not None:
+            options["ssl"] = self.ssl_context
+        return WebsocketEndpoint(self.ws_url or default.address, sandbox=default.sandbox, limit=default.limit,
+                                 options=options)
 
     async def _watch(self, feed: Feed, tasks: list[asyncio.Task[Any]]) -> str:
         """Return why the feed must be rebuilt: its task ended, its connection dropped, or silence."""
@@ -287,8 +294,9 @@ class CryptofeedSource:
             ask = float(ticker.ask)
             if 0.0 < bid <= ask < INF:  # the common case in one test (NaN fails every comparison)
                 ts_recv_ns = int(receipt_ts * 1e9)
-                ts = ticker.timestamp
-                ts_event_ns = ts_recv_ns if ts is None or ts == receipt_ts else int(ts * 1e9)
+                ts = ticker.timestamp  # None (Kraken), the receipt time (Binance spot) or the venue's (OKX, in ms)
+                # A float of epoch seconds holds microseconds exactly: rounding there undoes its binary error.
+                ts_event_ns = ts_recv_ns if ts is None or ts == receipt_ts else round(ts * 1e6) * 1000
                 self.ticks += 1
                 self._on_tick(new_tick(ticker.symbol, bid, ask, ts_event_ns, ts_recv_ns))
             elif not (math.isfinite(bid) and math.isfinite(ask)):
@@ -361,12 +369,13 @@ def release_freed_memory() -> bool:
     return trim is not None and bool(trim(ctypes.c_size_t(0)))
 
 
-_CONTROL_EVENTS = frozenset({"heartbeat", "systemStatus", "pong"})
+_CONTROL_EVENTS = frozenset({"heartbeat", "systemStatus", "pong", "subscribe", "unsubscribe"})
 
 
 def _is_control(msg: str) -> bool:
     """A frame that is expected to carry no price: Kraken's heartbeats, status and successful subscriptions,
-    Binance's subscription answers. Anything else that yields no tick is counted as skipped."""
+    Binance's subscription answers, OKX's subscribe answers. Anything else that yields no tick is counted as
+    skipped."""
     if '"event"' not in msg and '"result"' not in msg:
         return False
     try:

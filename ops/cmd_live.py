@@ -210,7 +210,8 @@ def _sim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cert-dir", default="var/sim-certs")
 
 
-@command("exchange-sim", "Run the TLS exchange simulator (Binance and Kraken wire formats) on 127.0.0.1.")(_sim_args)
+@command("exchange-sim", "Run the TLS exchange simulator (Binance, Kraken and OKX wire formats) on 127.0.0.1.")(
+    _sim_args)
 def exchange_sim(args: argparse.Namespace) -> int:
     """keel exchange-sim."""
     import asyncio
@@ -237,7 +238,7 @@ def exchange_sim(args: argparse.Namespace) -> int:
 
 
 def _record_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--exchange", choices=["binance", "kraken"], required=True)
+    p.add_argument("--exchange", choices=["binance", "kraken", "okx"], required=True)
     p.add_argument("--symbols", required=True, help="comma-separated BASE-QUOTE symbols, e.g. BTC-USDT,ETH-USDT")
     p.add_argument("--out", required=True, help="JSONL file to write")
     p.add_argument("--ws-url", help="websocket address (default: the exchange's); e.g. the simulator's wss://127.0.0.1:...")
@@ -315,8 +316,8 @@ def worker(args: argparse.Namespace) -> int:
 def _fleet_feed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS server (JetStream enabled)")
     p.add_argument("--portfolios", required=True, help="JSON-lines portfolios file: its coins are the symbols")
-    p.add_argument("--source", choices=("sim", "binance", "kraken"), default="sim",
-                   help="sim: the embedded exchange simulator on 127.0.0.1 (default); binance/kraken: live")
+    p.add_argument("--source", choices=("sim", "binance", "kraken", "okx"), default="sim",
+                   help="sim: the embedded exchange simulator on 127.0.0.1 (default); binance/kraken/okx: live")
     p.add_argument("--sim-seed", type=int, default=1)
     p.add_argument("--sim-rate-hz", type=float, default=20.0, help="simulator ticks per second per symbol")
     p.add_argument("--sim-swing", type=float, default=0.05, help="simulator price swings (0.05 = 5%%)")

@@ -211,8 +211,8 @@ class FeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Where prices come from."""
 
     source: Annotated[
-        Literal["sim", "binance", "kraken", "file"],
-        _d("sim: the local exchange simulator; binance/kraken: live websockets; file: recorded ticks"),
+        Literal["sim", "binance", "kraken", "okx", "file"],
+        _d("sim: the local exchange simulator; binance/kraken/okx: live websockets; file: recorded ticks"),
     ] = "sim"
     symbols: Annotated[list[str], _d("BASE-QUOTE symbols to subscribe (default: those the portfolios need)")] = []
     stale_secs: Annotated[float, _d("a symbol without a tick for this long is stale; 0 = off", ge=0)] = 10.0

@@ -172,6 +172,7 @@ def explain(config: Config) -> str:
     sources = {"sim": f"the local simulator on {f.sim_host}:{f.sim_port or 'any free port'} (seed {f.sim_seed}, "
                       f"{f.sim_rate_hz:g} ticks/s per symbol)",
                "binance": "Binance live websockets", "kraken": "Kraken live websockets",
+               "okx": "OKX live websockets",
                "file": f"recorded ticks from {f.file} at {f.speed:g}x speed"}
     stale = f"stale after {_duration(f.stale_secs)}" if f.stale_secs else "no stale check"
     lines.append(f"feed: {sources[f.source]}; symbols {', '.join(config.symbols())}; {f.price} prices; {stale}")

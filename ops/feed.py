@@ -10,6 +10,7 @@ from pathlib import Path
 from engine.sensor import NULL_SENSOR, Sensor
 from feeds.cryptofeed_source import CryptofeedSource
 from feeds.simulator import ExchangeSimulator, ReplaySource, SyntheticSource
+from feeds.simulator.exchange_info import EXCHANGES
 from ops.config import Config, resolve_data_path
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ async def feed_source(config: Config, symbols: list[str], *, cert_dir: Path, sen
     """A started cryptofeed source (and the simulator behind it, when embedded)."""
     sim = simulator if simulator is not None else make_simulator(config, symbols, cert_dir)
     exchange = "binance" if sim is not None else config.feed.source
-    if exchange not in ("binance", "kraken"):
+    if exchange not in EXCHANGES:
         raise ValueError(f"feed.source {config.feed.source!r} has no live adapter")
     if sim is not None:
         await sim.start()

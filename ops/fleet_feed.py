@@ -98,7 +98,7 @@ class TickPublisher:
 
 @dataclass(frozen=True, slots=True)
 class FeedPlan:
-    """Where the fleet's ticks come from: `sim` (the embedded simulator), `binance` or `kraken`."""
+    """Where the fleet's ticks come from: `sim` (the embedded simulator), `binance`, `kraken` or `okx`."""
 
     source: str = "sim"
     sim_seed: int = 1

@@ -1,4 +1,4 @@
-"""A local TLS exchange simulator speaking Binance and Kraken websocket dialects, for tests and demos."""
+"""A local TLS exchange simulator speaking Binance, Kraken and OKX websocket dialects, for tests and demos."""
 from __future__ import annotations
 
 from feeds.simulator.runner import run_exchange_sim

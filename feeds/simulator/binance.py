@@ -25,6 +25,7 @@ class BinanceDialect:
     """Encodes bookTicker frames and serves a combined-stream session."""
 
     name = "binance"
+    ws_path = ""  # cryptofeed adds its own path to the base address
 
     def __init__(self, symbols: Sequence[str]) -> None:
         self.symbols = tuple(symbols)

@@ -81,5 +81,5 @@ class SessionHub(Protocol):
         ...
 
     def control(self, client: Client, message: object) -> None:
-        """Send a control message to `client` (nothing while the simulator is silent)."""
+        """Send `client` a control message: JSON, or a `str` as plain text (OKX's `pong`); nothing while silent."""
         ...

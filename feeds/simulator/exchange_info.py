@@ -10,11 +10,12 @@ from typing import Any, Literal
 
 from engine.types import split_symbol
 
-Exchange = Literal["binance", "kraken"]
-EXCHANGES: tuple[Exchange, ...] = ("binance", "kraken")
+Exchange = Literal["binance", "kraken", "okx"]
+EXCHANGES: tuple[Exchange, ...] = ("binance", "kraken", "okx")
 
 BINANCE_EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
 KRAKEN_ASSET_PAIRS_PATH = "/0/public/AssetPairs"
+OKX_INSTRUMENTS_PATH = "/api/v5/public/instruments?instType=SPOT"
 
 # Kraken's websocket names use its legacy asset codes; cryptofeed maps them back (XBT->BTC, XDG->DOGE).
 _KRAKEN_ASSET = {"BTC": "XBT", "DOGE": "XDG"}
@@ -32,12 +33,20 @@ def kraken_wsname(symbol: str) -> str:
     return f"{_KRAKEN_ASSET.get(base, base)}/{_KRAKEN_ASSET.get(quote, quote)}"
 
 
+def okx_inst_id(symbol: str) -> str:
+    """`BTC-USDT` -> `BTC-USDT` (OKX's spot instrument id is BASE-QUOTE, as keel's symbols)."""
+    base, quote = split_symbol(symbol)
+    return f"{base}-{quote}"
+
+
 def exchange_info_path(exchange: Exchange) -> str:
     """The REST path of the exchange-info document cryptofeed reads for `exchange`."""
     if exchange == "binance":
         return BINANCE_EXCHANGE_INFO_PATH
     if exchange == "kraken":
         return KRAKEN_ASSET_PAIRS_PATH
+    if exchange == "okx":
+        return OKX_INSTRUMENTS_PATH
     raise ValueError(f"unknown exchange {exchange!r} (known: {', '.join(EXCHANGES)})")
 
 
@@ -96,10 +105,29 @@ def kraken_asset_pairs(symbols: Sequence[str]) -> dict[str, Any]:
     return {"error": [], "result": result}
 
 
+def okx_instruments(symbols: Sequence[str]) -> dict[str, Any]:
+    """An OKX `/api/v5/public/instruments?instType=SPOT` document listing `symbols` as live."""
+    entries = []
+    for symbol in symbols:
+        base, quote = split_symbol(symbol)
+        entries.append({
+            "instType": "SPOT", "instId": okx_inst_id(symbol), "uly": "", "instFamily": "", "category": "1",
+            "baseCcy": base, "quoteCcy": quote, "settleCcy": "", "ctVal": "", "ctMult": "", "ctValCcy": "",
+            "optType": "", "stk": "", "listTime": "1704067200000", "expTime": "", "lever": "",
+            "tickSz": "0.00000001", "lotSz": "0.00000001", "minSz": "0.00001", "ctType": "", "alias": "",
+            "state": "live", "ruleType": "normal", "maxLmtSz": "9999999999", "maxMktSz": "1000000",
+            "maxLmtAmt": "20000000", "maxMktAmt": "1000000", "maxTwapSz": "9999999999",
+            "maxIcebergSz": "9999999999", "maxTriggerSz": "9999999999", "maxStopSz": "1000000",
+        })
+    return {"code": "0", "msg": "", "data": entries}
+
+
 def exchange_info(exchange: Exchange, symbols: Sequence[str]) -> dict[str, Any]:
     """The exchange-info document for `exchange` listing `symbols`."""
     if exchange == "binance":
         return binance_exchange_info(symbols)
     if exchange == "kraken":
         return kraken_asset_pairs(symbols)
+    if exchange == "okx":
+        return okx_instruments(symbols)
     raise ValueError(f"unknown exchange {exchange!r} (known: {', '.join(EXCHANGES)})")

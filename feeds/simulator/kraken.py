@@ -28,6 +28,7 @@ class KrakenDialect:
     """Encodes ticker arrays and serves a v1 websocket session (subscribe, unsubscribe, ping)."""
 
     name = "kraken"
+    ws_path = ""
 
     def __init__(self, symbols: Sequence[str]) -> None:
         self.symbols = tuple(symbols)

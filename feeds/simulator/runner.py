@@ -61,9 +61,10 @@ async def run_exchange_sim(
     await sim.start()
     try:
         log.info(
-            "exchange simulator on %s:%d: binance %s, kraken %s, REST %s and %s; TLS certificate %s; symbols %s",
-            host, sim.port, sim.ws_url("binance"), sim.ws_url("kraken"), sim.rest_url("binance"),
-            sim.rest_url("kraken"), Path(cert_dir) / PEM_NAME, ", ".join(sim.symbols),
+            "exchange simulator on %s:%d: binance %s, kraken %s, okx %s, REST %s, %s and %s; TLS certificate %s; "
+            "symbols %s", host, sim.port, sim.ws_url("binance"), sim.ws_url("kraken"), sim.ws_url("okx"),
+            sim.rest_url("binance"), sim.rest_url("kraken"), sim.rest_url("okx"), Path(cert_dir) / PEM_NAME,
+            ", ".join(sim.symbols),
         )
         await sim.serve_until(stop)
     finally:

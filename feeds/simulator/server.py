@@ -1,4 +1,4 @@
-"""The exchange simulator: one TLS port serving Binance and Kraken websockets and their exchange-info REST."""
+"""The exchange simulator: one TLS port serving Binance, Kraken and OKX websockets and their symbol REST documents."""
 from __future__ import annotations
 
 import asyncio
@@ -7,23 +7,23 @@ import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from engine.types import Tick
-from feeds.simulator.binance import BinanceDialect
 from feeds.simulator.certs import DEFAULT_CERT_DIR, client_ssl_context, server_ssl_context
 from feeds.simulator.clients import Client
-from feeds.simulator.exchange_info import EXCHANGES, Exchange, exchange_info_path
+from feeds.simulator.dialects import Dialect, find_document, make_dialects, rest_documents, websocket_exchange
+from feeds.simulator.exchange_info import EXCHANGES, Exchange
 from feeds.simulator.faults import PriceFaults
-from feeds.simulator.kraken import HEARTBEAT, KrakenDialect
+from feeds.simulator.kraken import HEARTBEAT
 from feeds.simulator.sources import Chunk, PushSource, TickSource
+from feeds.simulator.wire import text_frame
 
 log = logging.getLogger(__name__)
 # The websockets library logs every connection at INFO; the simulator keeps those for debugging only.
@@ -34,8 +34,6 @@ MAX_BATCH = 512
 WRITE_LIMIT = 1 << 20
 HEARTBEAT_SECS = 1.0
 CLOSE_TIMEOUT_SECS = 1.0
-
-Dialect = BinanceDialect | KrakenDialect
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +47,7 @@ class SimStats:
 
 
 class ExchangeSimulator:
-    """A local TLS exchange speaking Binance spot combined streams and Kraken's v1 websocket API."""
+    """A local TLS exchange speaking Binance spot combined streams, Kraken's v1 and OKX's v5 websocket APIs."""
 
     def __init__(
         self,
@@ -59,19 +57,13 @@ class ExchangeSimulator:
         source: TickSource | None = None,
         exchanges: Sequence[Exchange] = EXCHANGES,
     ) -> None:
-        for e in exchanges:
-            exchange_info_path(e)
         self.host = host
         self.cert_dir = Path(cert_dir)
         self.source: TickSource = source if source is not None else PushSource()
         self.symbols = self.source.symbols
         self._index = {s: i for i, s in enumerate(self.symbols)}
-        self._dialects: dict[Exchange, Dialect] = {}
-        for e in dict.fromkeys(exchanges):
-            self._dialects[e] = BinanceDialect(self.symbols) if e == "binance" else KrakenDialect(self.symbols)
-        self._rest = {
-            f"/{e}{exchange_info_path(e)}": orjson.dumps(d.exchange_info()) for e, d in self._dialects.items()
-        }
+        self._dialects = make_dialects(exchanges, self.symbols)
+        self._rest = rest_documents(self._dialects)
         self._requested_port = port
         self._port = 0
         self._server: Server | None = None
@@ -141,14 +133,20 @@ class ExchangeSimulator:
         """The listening port (known after `start`)."""
         return self._port
 
+    def dialect(self, exchange: Exchange) -> Dialect:
+        """The wire format served for `exchange`."""
+        try:
+            return self._dialects[exchange]
+        except KeyError:
+            raise ValueError(f"the simulator does not serve {exchange!r} (serving {list(self._dialects)})") from None
+
     def ws_url(self, exchange: Exchange) -> str:
         """The websocket base address cryptofeed should use for `exchange`."""
-        self._dialect(exchange)
-        return f"wss://{self._url_host()}:{self._port}/{exchange}"
+        return f"wss://{self._url_host()}:{self._port}/{exchange}{self.dialect(exchange).ws_path}"
 
     def rest_url(self, exchange: Exchange) -> str:
         """The REST base address for `exchange` (exchange info at `rest_url + exchange_info_path`)."""
-        self._dialect(exchange)
+        self.dialect(exchange)
         return f"https://{self._url_host()}:{self._port}/{exchange}"
 
     def ssl_context_for_clients(self) -> ssl.SSLContext:
@@ -319,13 +317,11 @@ class ExchangeSimulator:
 
     def _http(self, conn: ServerConnection, request: Request) -> Response | None:
         """Serve the exchange-info documents; accept websocket upgrades on known paths; 404 otherwise."""
-        exchange, _, rest = request.path.lstrip("/").partition("/")
-        dialect = self._dialects.get(cast(Exchange, exchange))
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            if dialect is not None and dialect.accepts_path("/" + rest if rest else ""):
+            if websocket_exchange(self._dialects, request.path) is not None:
                 return None
             return conn.respond(404, f"no websocket at {request.path}\n")
-        body = self._rest.get(request.path.split("?", 1)[0])
+        body = find_document(self._rest, request.path)
         if body is None:
             return conn.respond(404, f"nothing at {request.path}\n")
         headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body))),
@@ -334,8 +330,9 @@ class ExchangeSimulator:
 
     async def _session(self, conn: ServerConnection) -> None:
         """One websocket client, from its handshake until it leaves."""
-        path = conn.request.path if conn.request else ""
-        exchange: Exchange = "kraken" if path.startswith("/kraken") else "binance"
+        exchange = websocket_exchange(self._dialects, conn.request.path if conn.request else "")
+        if exchange is None:  # refused in `_http` already
+            return
         client = Client(conn, exchange, len(self.symbols))
         self.connections_accepted += 1
         self._clients.append(client)
@@ -355,8 +352,12 @@ class ExchangeSimulator:
         self._subscriptions_changed()
 
     def control(self, client: Client, message: object) -> None:
-        """Send a control message to `client` (nothing while silent)."""
-        if not self._silent:
+        """Send a control message to `client`: JSON, or a `str` as plain text (nothing while silent)."""
+        if self._silent:
+            return
+        if isinstance(message, str):
+            client.write(text_frame(message.encode()))
+        else:
             client.write_json(message)
 
     def _subscriptions_changed(self) -> None:
@@ -369,12 +370,6 @@ class ExchangeSimulator:
                 fut.set_result(None)
 
     # ---- helpers
-
-    def _dialect(self, exchange: Exchange) -> Dialect:
-        try:
-            return self._dialects[exchange]
-        except KeyError:
-            raise ValueError(f"the simulator does not serve {exchange!r} (serving {list(self._dialects)})") from None
 
     def _symbol_index(self, symbol: str) -> int:
         try:

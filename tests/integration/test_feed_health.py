@@ -105,7 +105,7 @@ async def test_run_reports_on_loop_timers() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("exchange", ["binance", "kraken"])
+@pytest.mark.parametrize("exchange", ["binance", "kraken", "okx"])
 async def test_a_feed_silent_from_its_first_second_is_reported_stale(tmp_path: Path, exchange: str) -> None:
     sim = ExchangeSimulator(cert_dir=tmp_path, source=PushSource(SYMBOLS))
     await sim.start()
