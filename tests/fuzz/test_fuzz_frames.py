@@ -1,8 +1,9 @@
-"""Fuzzed exchange frames sent by the real simulator to the real `CryptofeedSource` (Binance and Kraken).
+"""Fuzzed exchange frames sent by the real simulator to the real `CryptofeedSource` (Binance, Kraken and OKX).
 
 Each frame is built with the verdict the adapter must reach: a tick (good prices), a counted drop by reason
-(`unparseable`, `nan`, `non_positive`, `crossed`, `error`), or - for shapes cryptofeed 2.4.1 itself logs and
-skips - nothing at all. After every batch a sentinel tick must still arrive on the same connection.
+(`unparseable`, `nan`, `non_positive`, `crossed`, `error`), `ignored` for shapes cryptofeed 2.4.1 itself logs
+and skips, or nothing at all for a control message. After every batch a sentinel tick must still arrive on the
+same connection.
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from engine.types import Tick
 from feeds.cryptofeed_source import CryptofeedSource
 from feeds.simulator import ExchangeSimulator
-from feeds.simulator.exchange_info import binance_name, kraken_wsname
+from feeds.simulator.exchange_info import binance_name, kraken_wsname, okx_inst_id
 from feeds.simulator.kraken import CHANNEL_ID_BASE
 from feeds.simulator.wire import text_frame
 from tests.fuzz import family
@@ -32,7 +33,8 @@ from tests.integration.feed_kit import feeding, simulator, source_for
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("clear_symbols")]
 
-Exchange = Literal["binance", "kraken"]
+Exchange = Literal["binance", "kraken", "okx"]
+EXCHANGES = ["binance", "kraken", "okx"]
 SYMBOLS = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "DOGE-USDT")
 SENTINEL = Tick("DOGE-USDT", 0.123456, 0.123457, 0, 0)
 WAIT_SECS = 10.0
@@ -51,7 +53,23 @@ BINANCE_SHAPES = ("ok", "ok", "ok", "unknown_symbol", "no_stream", "stream_witho
 KRAKEN_SHAPES = ("ok", "ok", "ok", "unknown_pair", "short_list", "empty_list", "missing_bid", "bid_not_a_list",
                  "no_event", "not_json", "truncated", "top_number", "top_null", "empty", "padded",
                  "unknown_channel", "unknown_event", "subscription_error")
-IGNORED_BY_CRYPTOFEED = {"data_without_A", "unknown_event", "unknown_channel", "subscription_error"}
+OKX_SHAPES = ("ok", "ok", "ok", "unknown_inst", "inst_id_differs", "no_inst_id", "arg_not_an_object", "no_arg",
+              "no_data", "empty_data", "data_not_a_list", "missing_bid", "no_ts", "ts_not_a_number", "two_updates",
+              "not_json", "truncated", "top_array", "top_string", "top_number", "top_null", "empty", "padded",
+              "pong", "unknown_channel", "index_tickers", "subscribe_answer", "error_event", "unknown_event")
+IGNORED_BY_CRYPTOFEED: dict[Exchange, frozenset[str]] = {
+    "binance": frozenset({"data_without_A", "unknown_event"}),
+    "kraken": frozenset({"unknown_channel", "unknown_event", "subscription_error"}),
+    # OKX's message_handler logs an error or unknown event and a frame with neither `event` nor `arg` (a list or
+    # a string too: it only asks `"arg" in msg`); an unknown channel and an empty `data` list pass silently.
+    "okx": frozenset({"error_event", "unknown_event", "no_arg", "top_array", "top_string", "unknown_channel",
+                      "empty_data"}),
+}
+# Shapes judged by their prices. OKX matches channels by substring (`"tickers" in channel`) and names a tick
+# after `arg.instId` whatever `data[].instId` says; `two_updates` delivers its first update before the second.
+PRICED = frozenset({"ok", "padded", "inst_id_differs", "index_tickers", "two_updates"})
+CONTROL = frozenset({"subscribe_answer"})  # the adapter's `_is_control`: neither a tick nor a count
+OKX_TS_MS = 1_700_000_000_000
 
 
 @dataclass(frozen=True)
@@ -59,8 +77,9 @@ class Frame:
     """One raw frame and what the adapter must make of it."""
 
     payload: bytes
-    verdict: str  # "tick", a bad-frame reason, or "ignored"
+    verdict: str  # "tick", a bad-frame reason, "ignored" or "control"
     tick: tuple[str, float, float] | None = None
+    lead: tuple[str, float, float] | None = None  # a good update delivered before the judged one, same frame
 
 
 def token_value(token: str) -> Decimal | None:
@@ -85,6 +104,12 @@ def price_verdict(bid: str, ask: str) -> tuple[str, tuple[float, float] | None]:
     reason = ("nan" if not (b.is_finite() and a.is_finite()) or abs(fb) == float("inf") or abs(fa) == float("inf")
               else "non_positive" if fb <= 0 or fa <= 0 else "crossed" if fb > fa else "tick")
     return reason, (fb, fa) if reason == "tick" else None
+
+
+def okx_token(token: str) -> str:
+    """The token OKX's parser judges: `Decimal(px) if px else Decimal(0)` reads a falsy price ("", null, [])
+    as 0."""
+    return token if json.loads(token, parse_float=Decimal) else '"0"'
 
 
 tokens = st.one_of(
@@ -117,7 +142,7 @@ def binance_frame(shape: str, k: int, bid: str, ask: str) -> Frame:
         "data_without_A": f'{{"stream":"{stream}","data":{{"u":1,"s":"{name}","b":{bid}}}}}',
         "unknown_event": f'{{"stream":"{stream}","data":{{"e":"bogus","s":"{name}"}}}}',
     }[shape]
-    return _frame(shape, raw, symbol, bid, ask)
+    return _frame("binance", shape, raw, symbol, bid, ask)
 
 
 def kraken_frame(shape: str, k: int, bid: str, ask: str) -> Frame:
@@ -143,20 +168,76 @@ def kraken_frame(shape: str, k: int, bid: str, ask: str) -> Frame:
         "unknown_event": '{"event":"bogus"}',
         "subscription_error": '{"event":"subscriptionStatus","status":"error","errorMessage":"nope"}',
     }[shape]
-    return _frame(shape, raw, symbol, bid, ask)
+    return _frame("kraken", shape, raw, symbol, bid, ask)
 
 
-def _frame(shape: str, raw: str, symbol: str, bid: str, ask: str) -> Frame:
-    if shape in IGNORED_BY_CRYPTOFEED:
+def okx_frame(shape: str, k: int, bid: str, ask: str) -> Frame:
+    symbol = SYMBOLS[k % len(SYMBOLS)]
+    inst = okx_inst_id(symbol)
+    arg = f'"arg":{{"channel":"tickers","instId":"{inst}"}}'
+    head, ts = f'{{"instType":"SPOT","instId":"{inst}"', f'"ts":"{OKX_TS_MS + k}"'
+    update = f'{head},"bidPx":{bid},"bidSz":"1","askPx":{ask},"askSz":"1",{ts}}}'
+    good = f'{{{arg},"data":[{update}]}}'
+    answer = f'"arg":{{"channel":"tickers","instId":"{inst}"}},"connId":"0000000a"'
+    raw = {
+        "ok": good,
+        "unknown_inst": good.replace(inst, "PEPE-USDT"),
+        "inst_id_differs": f'{{{arg},"data":[{update.replace(inst, "PEPE-USDT")}]}}',
+        "no_inst_id": f'{{"arg":{{"channel":"tickers"}},"data":[{update}]}}',
+        "arg_not_an_object": f'{{"arg":"tickers","data":[{update}]}}',
+        "no_arg": f'{{"data":[{update}]}}',
+        "no_data": f"{{{arg}}}",
+        "empty_data": f'{{{arg},"data":[]}}',
+        "data_not_a_list": f'{{{arg},"data":{update}}}',
+        "missing_bid": f'{{{arg},"data":[{head},"askPx":{ask},"askSz":"1",{ts}}}]}}',
+        "no_ts": f'{{{arg},"data":[{head},"bidPx":{bid},"askPx":{ask}}}]}}',
+        "ts_not_a_number": good.replace(ts, '"ts":"soon"'),
+        "two_updates": f'{{{arg},"data":[{head},"bidPx":"100","askPx":"100.5",{ts}}},{update}]}}',
+        "not_json": "this is not json",
+        "truncated": good[: len(good) // 2],
+        "top_array": "[1,2,3]",
+        "top_string": '"tickers"',
+        "top_number": "42",
+        "top_null": "null",
+        "empty": "",
+        "padded": good[:-3] + ',"pad":"' + "x" * 50_000 + '"}]}',
+        "pong": "pong",  # OKX's answer to a text `ping`, which cryptofeed never sends: not JSON
+        "unknown_channel": good.replace('"tickers"', '"bogus"'),
+        "index_tickers": good.replace('"tickers"', '"index-tickers"'),
+        "subscribe_answer": f'{{"event":"subscribe",{answer}}}',
+        "error_event": '{"event":"error","code":"60018","msg":"Wrong URL or channel:tickers,instId:PEPE-USDT '
+                       'doesn\'t exist.","connId":"0000000a"}',
+        "unknown_event": f'{{"event":"bogus",{answer}}}',
+    }[shape]
+    frame = _frame("okx", shape, raw, symbol, okx_token(bid), okx_token(ask))
+    return replace(frame, lead=(symbol, 100.0, 100.5)) if shape == "two_updates" else frame
+
+
+def _frame(exchange: Exchange, shape: str, raw: str, symbol: str, bid: str, ask: str) -> Frame:
+    if shape in IGNORED_BY_CRYPTOFEED[exchange]:
         return Frame(raw.encode(), "ignored")
-    if shape not in ("ok", "padded"):
+    if shape in CONTROL:
+        return Frame(raw.encode(), "control")
+    if shape not in PRICED:
         return Frame(raw.encode(), "unparseable")
     verdict, prices = price_verdict(bid, ask)
     return Frame(raw.encode(), verdict, (symbol, *prices) if prices else None)
 
 
+BUILDERS: dict[Exchange, tuple[tuple[str, ...], Callable[[str, int, str, str], Frame]]] = {
+    "binance": (BINANCE_SHAPES, binance_frame),
+    "kraken": (KRAKEN_SHAPES, kraken_frame),
+    "okx": (OKX_SHAPES, okx_frame),
+}
+
+
+def expected_ticks(frames: list[Frame]) -> list[tuple[str, float, float]]:
+    """The ticks the frames must deliver, in order."""
+    return [t for f in frames for t in (f.lead, f.tick) if t is not None]
+
+
 def frames_for(exchange: Exchange) -> st.SearchStrategy[list[Frame]]:
-    shapes, build = (BINANCE_SHAPES, binance_frame) if exchange == "binance" else (KRAKEN_SHAPES, kraken_frame)
+    shapes, build = BUILDERS[exchange]
     one = st.builds(build, st.sampled_from(shapes), st.integers(0, 3), tokens, tokens)
     return st.lists(one, min_size=FRAMES_PER_BATCH[0], max_size=FRAMES_PER_BATCH[1])
 
@@ -203,7 +284,7 @@ async def play(cert_dir: Path, exchange: Exchange, frames: list[Frame]) -> dict[
                 "accepted": sim.stats.connections_accepted}
 
 
-@pytest.mark.parametrize("exchange", ["binance", "kraken"])
+@pytest.mark.parametrize("exchange", EXCHANGES)
 @settings(max_examples=BATCHES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 @given(data=st.data())
@@ -212,7 +293,7 @@ def test_bad_frames_are_counted_and_the_feed_keeps_delivering(cert_dir: Path, ex
     frames = data.draw(frames_for(exchange))
     tally = family("frames")
     tally.tried += len(frames)
-    bad = [f for f in frames if f.verdict != "tick"]
+    bad = [f for f in frames if f.verdict not in ("tick", "control")]
     tally.bad += len(bad)
     try:
         seen = asyncio.run(play(cert_dir, exchange, frames))
@@ -222,9 +303,9 @@ def test_bad_frames_are_counted_and_the_feed_keeps_delivering(cert_dir: Path, ex
     expected_bad = Counter(f.verdict for f in bad)  # "ignored": frames cryptofeed skips, counted by the adapter
     tally.answered += sum(min(n, seen["bad"][r]) for r, n in expected_bad.items())
     assert seen["bad"] == expected_bad
-    assert seen["ticks"] == [f.tick for f in frames if f.verdict == "tick"]
+    assert seen["ticks"] == expected_ticks(frames)
     assert (seen["reconnects"], seen["accepted"]) == (0, 1)
-    # Kraken's heartbeat may add control frames; nothing else reaches the parser unseen.
+    # Kraken's heartbeat and late subscribe answers may add control frames; nothing else reaches the parser unseen.
     assert seen["frames"] >= len(frames)
 
 
@@ -244,7 +325,7 @@ async def publish_all(cert_dir: Path, exchange: Exchange, quotes: list[tuple[int
                 "reconnects": source.reconnects, "faults": sim.stats.faults_injected}
 
 
-@pytest.mark.parametrize("exchange", ["binance", "kraken"])
+@pytest.mark.parametrize("exchange", EXCHANGES)
 @settings(max_examples=BATCHES, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(quotes=st.lists(st.tuples(st.integers(0, 2), prices, prices), min_size=20, max_size=60))
@@ -274,19 +355,25 @@ def test_the_frame_builders_reach_every_verdict() -> None:
                 *NOT_FINITE[:1], *NOT_POSITIVE[:1]) for a in ('"2"', '"0.5"')}
     verdicts |= {binance_frame(s, 0, '"1"', '"2"').verdict for s in BINANCE_SHAPES}
     assert verdicts == {"tick", "ignored", *REASON_ORDER}
+    okx = {okx_frame(s, 0, b, a).verdict for s in OKX_SHAPES for b in ('"1"', '"abc"', *SIGNALLING, '"NaN"', '""')
+           for a in ('"2"', '"0.5"')}
+    assert okx == {"tick", "ignored", "control", *REASON_ORDER}
+    assert okx_frame("ok", 0, "null", '"2"').verdict == "non_positive"  # a falsy price is read as 0
+    two = okx_frame("two_updates", 1, '"abc"', '"2"')  # the first update is delivered before the second raises
+    assert (two.verdict, two.tick, two.lead) == ("unparseable", None, ("ETH-USDT", 100.0, 100.5))
     assert price_verdict('"1e-999"', '"1"') == ("non_positive", None)
     assert price_verdict('" 7 "', '"1_000"') == ("tick", (7.0, 1000.0))
 
 
-@pytest.mark.parametrize("exchange", ["binance", "kraken"])
+@pytest.mark.parametrize("exchange", EXCHANGES)
 def test_frames_cryptofeed_skips_are_counted_too(cert_dir: Path, exchange: Exchange) -> None:
-    shapes, build = (BINANCE_SHAPES, binance_frame) if exchange == "binance" else (KRAKEN_SHAPES, kraken_frame)
-    skipped = [build(s, 0, '"1"', '"2"') for s in shapes if s in IGNORED_BY_CRYPTOFEED]
+    shapes, build = BUILDERS[exchange]
+    skipped = [build(s, 0, '"1"', '"2"') for s in shapes if s in IGNORED_BY_CRYPTOFEED[exchange]]
     seen = asyncio.run(play(cert_dir, exchange, skipped))
     assert sum(seen["bad"].values()) == len(skipped)
 
 
-@pytest.mark.parametrize("exchange", ["binance", "kraken"])
+@pytest.mark.parametrize("exchange", EXCHANGES)
 def test_a_frame_that_breaks_the_protocol_costs_one_reconnect_and_no_tick(cert_dir: Path, exchange: Exchange) -> None:
     async def scenario() -> tuple[int, list[Tick]]:
         async with feed(cert_dir, exchange) as (sim, source, ticks):
