@@ -1,6 +1,6 @@
 """Live-feed throughput: the exchange simulator in a subprocess sending as fast as it can, cryptofeed here.
 
-    .venv/bin/python bench/live_feed.py [--exchange binance|kraken] [--secs 5] [--raw]
+    .venv/bin/python bench/live_feed.py [--exchange binance|kraken|okx] [--secs 5] [--raw]
 
 Prints one JSON line: ticks/s received by the adapter over the window (after a 1 s warm-up), the CPU
 seconds of this process and of the simulator over the same window. `--raw` replaces cryptofeed with a
@@ -37,7 +37,8 @@ async def serve(cert_dir: Path, exchange: str) -> None:
     sim = ExchangeSimulator(cert_dir=cert_dir, source=SyntheticSource(SYMBOLS, seed=1, rate_hz=0.0),
                             exchanges=(exchange,))  # type: ignore[arg-type]
     await sim.start()
-    print(json.dumps({"port": sim.port}), flush=True)
+    print(json.dumps({"port": sim.port, "ws_url": sim.ws_url(exchange), "rest_url": sim.rest_url(exchange)}),  # type: ignore[arg-type]
+          flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -54,7 +55,10 @@ class Child:
             [sys.executable, __file__, "--serve", "--cert-dir", str(cert_dir), "--exchange", exchange],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
         )
-        self.port = int(self._line()["port"])
+        first = self._line()
+        self.port = int(first["port"])
+        self.ws_url = str(first["ws_url"])
+        self.rest_url = str(first["rest_url"])
 
     def _line(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -84,8 +88,7 @@ async def run_adapter(child: Child, cert_dir: Path, exchange: str, secs: float) 
         nonlocal count
         count += 1
 
-    base = f"127.0.0.1:{child.port}/{exchange}"
-    source = CryptofeedSource(exchange, SYMBOLS, ws_url=f"wss://{base}", rest_url=f"https://{base}",  # type: ignore[arg-type]
+    source = CryptofeedSource(exchange, SYMBOLS, ws_url=child.ws_url, rest_url=child.rest_url,  # type: ignore[arg-type]
                               ssl_context=client_ssl_context(cert_dir))
     task = asyncio.create_task(source.run(on_tick))
     try:
@@ -102,14 +105,18 @@ async def run_raw(child: Child, cert_dir: Path, exchange: str, secs: float) -> d
     ctx: ssl.SSLContext = client_ssl_context(cert_dir)
     reader, writer = await asyncio.open_connection("127.0.0.1", child.port, ssl=ctx, server_hostname="127.0.0.1")
     streams = "/".join(s.replace("-", "").lower() + "@bookTicker" for s in SYMBOLS)
-    path = f"/binance/stream?streams={streams}" if exchange == "binance" else "/kraken"
+    path = {"binance": f"/binance/stream?streams={streams}", "kraken": "/kraken", "okx": "/okx/ws/v5/public"}[exchange]
     key = "dGhlIHNhbXBsZSBub25jZQ=="
     writer.write((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-    if exchange == "kraken":
-        sub = json.dumps({"event": "subscribe", "pair": ["XBT/USDT", "ETH/USDT", "SOL/USDT"],
-                          "subscription": {"name": "ticker"}}).encode()
-        writer.write(bytes([0x81, 0x80 | len(sub)]) + b"\0\0\0\0" + sub)  # masked with a zero key
+    subscribe = {
+        "kraken": {"event": "subscribe", "pair": ["XBT/USDT", "ETH/USDT", "SOL/USDT"], "subscription": {"name": "ticker"}},
+        "okx": {"op": "subscribe", "args": [{"channel": "tickers", "instId": s} for s in SYMBOLS]},
+    }.get(exchange)
+    if subscribe is not None:
+        sub = json.dumps(subscribe).encode()
+        size = bytes([0x80 | len(sub)]) if len(sub) < 126 else bytes([0x80 | 126]) + len(sub).to_bytes(2, "big")
+        writer.write(b"\x81" + size + b"\0\0\0\0" + sub)  # a text frame masked with a zero key
     got = 0
 
     async def drain() -> None:
@@ -147,7 +154,7 @@ async def measure(child: Child, secs: float, received: Any) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--exchange", choices=("binance", "kraken"), default="binance")
+    ap.add_argument("--exchange", choices=("binance", "kraken", "okx"), default="binance")
     ap.add_argument("--secs", type=float, default=5.0)
     ap.add_argument("--raw", action="store_true", help="discard bytes instead of running cryptofeed")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
