@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import random
 import ssl
 import time
 from collections import Counter
@@ -33,6 +32,7 @@ from cryptofeed.feed import Feed
 from cryptofeed.symbols import Symbols
 
 from engine.types import Tick, new_tick, split_symbol
+from feeds.backoff import Backoff
 from feeds.simulator.exchange_info import Exchange, exchange_info, exchange_info_path
 
 log = logging.getLogger(__name__)
@@ -159,8 +159,7 @@ class CryptofeedSource:
             frames_before = self.frames
             await self._run_feed_once()
             failures = 0 if self.frames > frames_before else failures + 1
-            delay = min(self.reconnect_max_secs, BACKOFF_BASE_SECS * 2.0 ** min(failures, 30))
-            delay *= random.uniform(0.5, 1.0)
+            delay = Backoff(BACKOFF_BASE_SECS, self.reconnect_max_secs).delay_secs(failures)
             log.warning("%s feed: reconnecting in %.2f s (attempt %d since the last data)",
                         self.exchange, delay, failures + 1)
             await asyncio.sleep(delay)

@@ -20,6 +20,7 @@ from engine.sensor import NULL_SENSOR, Sensor
 from engine.types import Fill, Intent, SymbolRules
 from ops.actor_legs import Duplicate, LegRunner
 from ops.actor_messages import (
+    ORDER_BACKOFF,
     ActorCallbackFailed,
     ActorMessage,
     Backoff,
@@ -73,7 +74,7 @@ class ExecutionActor(LegRunner):
         super().__init__(venue, ledger, holdings_of=holdings_of, on_fill=on_fill, quote_of=quote_of,
                          fee_rate_of=fee_rate_of, rules_of=rules_of, sensor=sensor,
                          fill_timeout_secs=fill_timeout_secs, max_retry_secs=max_retry_secs,
-                         backoff=backoff or Backoff(), sleep=sleep, monotonic=monotonic, clock_ns=clock_ns,
+                         backoff=backoff or ORDER_BACKOFF, sleep=sleep, monotonic=monotonic, clock_ns=clock_ns,
                          rng=rng or random.Random())
         self._on_done = on_done
         self._mailbox = Mailbox(mailbox_size)

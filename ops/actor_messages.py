@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import random
 import re
 from collections import deque
 from dataclasses import dataclass, field
 
 from engine.types import Fill, Intent, split_symbol
+from feeds.backoff import Backoff
 from ops.venues.base import (
     TERMINAL,
     InsufficientFunds,
@@ -117,16 +117,7 @@ class RecoverySummary:
     intents_interrupted: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with jitter: attempt n waits min(cap, initial * 2**n) * U(0.5, 1)."""
-
-    initial_secs: float = 0.05
-    cap_secs: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait before attempt `attempt` + 1."""
-        return min(self.cap_secs, self.initial_secs * 2 ** min(attempt, 30)) * rng.uniform(0.5, 1.0)
+ORDER_BACKOFF = Backoff(initial_secs=0.05, cap_secs=2.0)  # polls and retries of one order: fast, capped at 2 s
 
 
 class ActorCallbackFailed(RuntimeError):

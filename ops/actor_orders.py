@@ -165,7 +165,7 @@ class OrderDesk:
     def _retry_delay(self, exc: VenueError, attempt: int) -> float:
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             return min(exc.retry_after, self._max_retry_secs) * self._rng.uniform(1.0, 1.1)
-        return self._backoff.delay(attempt, self._rng)
+        return self._backoff.delay_secs(attempt, self._rng)
 
     async def _not_placed(self, p: str, order: Order, reason: str) -> None:
         await self._write(p, [SetOrderStatus(order.client_order_id, "not_placed", reason)])
@@ -185,7 +185,7 @@ class OrderDesk:
         deadline = self._monotonic() + self._fill_timeout_secs
         attempt = 0
         while report.status not in TERMINAL and self._monotonic() < deadline:
-            await self._sleep(self._backoff.delay(attempt, self._rng))
+            await self._sleep(self._backoff.delay_secs(attempt, self._rng))
             attempt += 1
             try:
                 fetched = await self._venue.fetch_order(cid, symbol)
@@ -283,7 +283,7 @@ class OrderDesk:
                 answered = False
                 self._sensor.on_execution_error(p, exc.kind)
                 log.warning("order %s: lookup failed (%s): %s", cid, exc.kind, exc)
-            delay = self._backoff.delay(attempt, self._rng)
+            delay = self._backoff.delay_secs(attempt, self._rng)
             if self._monotonic() + delay > deadline:
                 if not answered:
                     raise Unreachable(f"{self._venue.name} did not answer about order {cid}")

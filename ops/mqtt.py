@@ -31,6 +31,7 @@ import aiomqtt
 import orjson
 
 from engine.types import PortfolioSnapshot
+from feeds.backoff import Backoff
 from ops.config_schema import MqttConfig
 from ops.ledger_read import OutboxBacklog
 from ops.mqtt_commands import CommandDesk, CommandHandler
@@ -75,20 +76,6 @@ class MqttCounters:
     commands_ok: int = 0
     commands_error: int = 0
     answers_dropped: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with jitter: attempt n waits between half and all of min(cap, initial*factor^(n-1))."""
-
-    initial_secs: float = 0.5
-    cap_secs: float = 30.0
-    factor: float = 2.0
-
-    def delay_secs(self, failures: int, rng: random.Random) -> float:
-        """The wait before the next attempt after `failures` (>= 1) failures in a row."""
-        base = min(self.cap_secs, self.initial_secs * self.factor ** min(max(failures - 1, 0), 64))
-        return base * (0.5 + 0.5 * rng.random())
 
 
 def _cancel_requests() -> int:
@@ -245,7 +232,7 @@ class MqttBridge:
             if connected and time.monotonic() - started >= STABLE_SESSION_SECS:
                 failures = 0  # a connection that held resets the backoff; one that flaps does not
             failures += 1
-            delay = self._backoff.delay_secs(failures, self._rng)
+            delay = self._backoff.delay_secs(failures - 1, self._rng)  # the first failure waits `initial_secs`
             if connected:
                 log.warning("MQTT connection to %s lost: %s; reconnecting in %.2fs", address, self.last_error, delay)
             else:
