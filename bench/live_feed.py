@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from engine.types import Tick  # noqa: E402
 from feeds.simulator import ExchangeSimulator, SyntheticSource  # noqa: E402
 from feeds.simulator.certs import client_ssl_context  # noqa: E402
+from feeds.simulator.exchange_info import EXCHANGES  # noqa: E402
 
 SYMBOLS = ("BTC-USDT", "ETH-USDT", "SOL-USDT")
 WARMUP_SECS = 1.0
@@ -154,7 +155,7 @@ async def measure(child: Child, secs: float, received: Any) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--exchange", choices=("binance", "kraken", "okx"), default="binance")
+    ap.add_argument("--exchange", choices=EXCHANGES, default="binance")
     ap.add_argument("--secs", type=float, default=5.0)
     ap.add_argument("--raw", action="store_true", help="discard bytes instead of running cryptofeed")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ops.commands import CommandError, command, load
+from ops.config_schema import LIVE_EXCHANGES
 
 if TYPE_CHECKING:
     import asyncio
@@ -238,7 +239,7 @@ def exchange_sim(args: argparse.Namespace) -> int:
 
 
 def _record_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--exchange", choices=["binance", "kraken", "okx"], required=True)
+    p.add_argument("--exchange", choices=LIVE_EXCHANGES, required=True)
     p.add_argument("--symbols", required=True, help="comma-separated BASE-QUOTE symbols, e.g. BTC-USDT,ETH-USDT")
     p.add_argument("--out", required=True, help="JSONL file to write")
     p.add_argument("--ws-url", help="websocket address (default: the exchange's); e.g. the simulator's wss://127.0.0.1:...")
@@ -316,7 +317,7 @@ def worker(args: argparse.Namespace) -> int:
 def _fleet_feed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nats", default="nats://127.0.0.1:4222", help="NATS server (JetStream enabled)")
     p.add_argument("--portfolios", required=True, help="JSON-lines portfolios file: its coins are the symbols")
-    p.add_argument("--source", choices=("sim", "binance", "kraken", "okx"), default="sim",
+    p.add_argument("--source", choices=("sim", *LIVE_EXCHANGES), default="sim",
                    help="sim: the embedded exchange simulator on 127.0.0.1 (default); binance/kraken/okx: live")
     p.add_argument("--sim-seed", type=int, default=1)
     p.add_argument("--sim-rate-hz", type=float, default=20.0, help="simulator ticks per second per symbol")

@@ -207,11 +207,15 @@ class VenueConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     fill_timeout_secs: Annotated[float, _d("how long an order may take to report its fills", gt=0)] = 30.0
 
 
+LiveExchange = Literal["binance", "kraken", "okx"]  # the exchanges with a live cryptofeed adapter
+LIVE_EXCHANGES: tuple[str, ...] = get_args(LiveExchange)
+
+
 class FeedConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Where prices come from."""
 
     source: Annotated[
-        Literal["sim", "binance", "kraken", "okx", "file"],
+        Literal["sim", LiveExchange, "file"],
         _d("sim: the local exchange simulator; binance/kraken/okx: live websockets; file: recorded ticks"),
     ] = "sim"
     symbols: Annotated[list[str], _d("BASE-QUOTE symbols to subscribe (default: those the portfolios need)")] = []

@@ -25,14 +25,21 @@ from feeds.simulator import (
     run_exchange_sim,
 )
 from feeds.simulator.certs import client_ssl_context
+from feeds.simulator.exchange_info import EXCHANGES as SIMULATED
+from ops.config_schema import LIVE_EXCHANGES
 from tests.integration.feed_kit import feeding, simulator, source_for
 from tests.integration.services import free_port
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("clear_symbols")]
 
 EXCHANGES = ("binance", "kraken", "okx")
+
 SYMBOLS = ("BTC-USDT", "ETH-USDT", "SOL-USDT", "DOGE-USDT")
 WAIT = 10.0
+
+
+def test_every_exchange_a_config_or_command_may_name_has_an_adapter_and_a_simulated_venue() -> None:
+    assert set(LIVE_EXCHANGES) == set(FEED_CLASSES) == set(SIMULATED) == set(EXCHANGES)
 
 
 @pytest_asyncio.fixture
